@@ -1,0 +1,3 @@
+"""vibest-pty: a PTY daemon whose sessions outlive their clients."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,142 @@
+"""Per-subscriber output queues: the flow-control core.
+
+A subscriber is one (connection, session) pair. The session pushes each output frame (encoded once, shared by
+every subscriber) and never waits; the connection's writer pops frames when its socket can take them. A queue that
+fills up never blocks the PTY: its backlog is discarded and replaced by a resync (a fresh snapshot) once the
+connection has drained, or, when so configured, the connection is closed.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from . import protocol
+
+GREEN, YELLOW, RED = "green", "yellow", "red"
+
+
+@dataclass(frozen=True, slots=True)
+class FlowLimits:
+    max_events: int = 16384
+    max_bytes: int = 8 * 1024 * 1024
+    threshold: int = 4096  # yellow when fewer free event slots remain than this
+    auto_disconnect: bool = False
+
+
+class Sink(Protocol):
+    """What a subscriber needs from its connection."""
+
+    def subscriber_ready(self, sub: Subscriber) -> None:
+        """The subscriber has something to send: put it in the writer's rotation."""
+
+    def send_control(self, message: dict[str, Any]) -> None:
+        """Queue a message ahead of all output (warnings)."""
+
+    def overflowed(self, sub: Subscriber) -> None:
+        """The queue is full and the policy is to disconnect."""
+
+
+class Subscriber:
+    __slots__ = (
+        "_snapshot_fn", "bytes", "discarded", "exit_frame", "in_rotation", "level", "limits", "queue",
+        "resync_pending", "resyncs", "session_id", "sink", "warnings",
+    )
+
+    def __init__(
+        self,
+        session_id: int,
+        sink: Sink,
+        limits: FlowLimits,
+        snapshot_fn: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.session_id = session_id
+        self.sink = sink
+        self.limits = limits
+        self._snapshot_fn = snapshot_fn
+        self.queue: deque[bytes] = deque()
+        self.bytes = 0
+        self.level = GREEN
+        self.resync_pending = False
+        self.exit_frame: bytes | None = None
+        self.in_rotation = False
+        self.discarded = 0  # frames thrown away by overflows, for stats
+        self.resyncs = 0
+        self.warnings = 0
+
+    # -- producer side (the session) -----------------------------------------------------------------------------
+
+    def push(self, frame: bytes) -> None:
+        if self.resync_pending:
+            return  # the coming snapshot covers this output
+        lim = self.limits
+        n = len(self.queue)
+        if n >= lim.max_events or self.bytes + len(frame) > lim.max_bytes:
+            self._overflow()
+            return
+        self.queue.append(frame)
+        self.bytes += len(frame)
+        n += 1
+        if self.level == GREEN and (lim.max_events - n < lim.threshold or self.bytes * 4 > lim.max_bytes * 3):
+            self._warn(YELLOW)
+        if not self.in_rotation:
+            self.sink.subscriber_ready(self)
+
+    def push_exit(self, frame: bytes) -> None:
+        """The session's exit event: exempt from the bounds, always after every output frame."""
+        self.exit_frame = frame
+        if not self.in_rotation:
+            self.sink.subscriber_ready(self)
+
+    def _overflow(self) -> None:
+        self._warn(RED)
+        if self.limits.auto_disconnect:
+            self.sink.overflowed(self)
+            return
+        self.discarded += len(self.queue)
+        self.queue.clear()
+        self.bytes = 0
+        self.resync_pending = True
+        if not self.in_rotation:
+            self.sink.subscriber_ready(self)
+
+    def _warn(self, level: str) -> None:
+        if self.level == level:
+            return
+        self.level = level
+        self.warnings += 1
+        self.sink.send_control(
+            {"type": "backpressure_warning", "session": self.session_id, "queue_size": len(self.queue),
+             "level": level}
+        )
+
+    # -- consumer side (the connection's writer) -----------------------------------------------------------------
+
+    def has_work(self) -> bool:
+        return bool(self.queue) or self.resync_pending or self.exit_frame is not None
+
+    def pop(self) -> bytes | None:
+        """The next frame to write, or None when there is nothing left."""
+        if self.resync_pending:
+            # Taken now, when the connection has room again, so it is as fresh as it can be; output pushed
+            # from here on continues at snapshot.offset.
+            self.resync_pending = False
+            self.resyncs += 1
+            self.level = GREEN
+            return protocol.encode({"type": "resync", "session": self.session_id, "snapshot": self._snapshot_fn()})
+        if self.queue:
+            frame = self.queue.popleft()
+            self.bytes -= len(frame)
+            if not self.queue:
+                self.level = GREEN
+            return frame
+        if self.exit_frame is not None:
+            frame, self.exit_frame = self.exit_frame, None
+            return frame
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        return {"session": self.session_id, "events": len(self.queue), "bytes": self.bytes, "level": self.level,
+                "discarded": self.discarded, "resyncs": self.resyncs, "warnings": self.warnings}

@@ -1,0 +1,118 @@
+"""The set of sessions: creation with limits and validation, lookup, exited-session retention, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import OrderedDict
+from typing import Any
+
+from . import protocol
+from .config import Config
+from .protocol import CreateOptions, ProtocolError
+from .pty import spawn
+from .session import Counters, Session
+
+log = logging.getLogger("vibest_pty.manager")
+
+
+class Manager:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sessions: dict[int, Session] = {}
+        self._exited: OrderedDict[int, None] = OrderedDict()  # exit order, oldest first
+        self._next_id = 1
+        self.counters = Counters()
+        self.started_at = time.monotonic()
+        self._all_exited = asyncio.Event()
+        self._all_exited.set()
+
+    @property
+    def running_count(self) -> int:
+        return len(self.sessions) - len(self._exited)
+
+    def get(self, sid: int) -> Session:
+        s = self.sessions.get(sid)
+        if s is None:
+            raise ProtocolError(protocol.SESSION_NOT_FOUND, f"no session {sid}")
+        return s
+
+    def create(self, opts: CreateOptions) -> Session:
+        cfg = self.config
+        if self.running_count >= cfg.max_sessions:
+            raise ProtocolError(protocol.LIMIT_REACHED, f"session limit reached ({cfg.max_sessions} running)")
+        if self._next_id > protocol.MAX_U32:
+            raise ProtocolError(protocol.LIMIT_REACHED, "session ids exhausted; restart the daemon")
+        cwd = opts.cwd or os.environ.get("HOME") or "/"
+        if not os.path.isabs(cwd):
+            raise ProtocolError(protocol.INVALID_ARGUMENT, f"cwd must be an absolute path: {cwd!r}")
+        if not os.path.isdir(cwd):
+            raise ProtocolError(protocol.INVALID_ARGUMENT, f"cwd is not a directory: {cwd!r}")
+        shell = opts.shell or os.environ.get("SHELL") or "/bin/sh"
+        argv = [shell, *opts.args]
+        env = dict(os.environ)
+        for var in list(env):
+            if var.startswith("RUST_PTY_"):
+                del env[var]  # the daemon's own settings are not the session's business
+        env["TERM"] = "xterm-256color"
+        env["COLORTERM"] = "truecolor"
+        if not any(env.get(v) for v in ("LC_ALL", "LC_CTYPE", "LANG")):
+            env["LANG"] = "C.UTF-8"
+        env.update(opts.env)
+        try:
+            child = spawn(argv, env, cwd, opts.cols, opts.rows)
+        except OSError as exc:
+            raise ProtocolError(protocol.SPAWN_FAILED, f"cannot start {shell!r}: {exc.strerror or exc}") from None
+        sid = self._next_id
+        self._next_id += 1
+        session = Session(
+            sid, child, argv, cwd, opts.cols, opts.rows, opts.name, dict(opts.tags),
+            scrollback_lines=cfg.scrollback_lines, replay_bytes=cfg.replay_bytes,
+            input_queue_bytes=cfg.input_queue_bytes, kill_grace_s=cfg.kill_grace_ms / 1000,
+            on_exit=self._on_exit, counters=self.counters,
+        )
+        self.sessions[sid] = session
+        self._all_exited.clear()
+        log.info("session %d created: pid %d %s", sid, child.pid, argv)
+        return session
+
+    def _on_exit(self, session: Session) -> None:
+        self._exited[session.id] = None
+        while len(self._exited) > self.config.max_exited:
+            old, _ = self._exited.popitem(last=False)
+            self._drop(old)
+        if self.running_count == 0:
+            self._all_exited.set()
+
+    def remove(self, sid: int) -> None:
+        """Forget an exited session."""
+        self._exited.pop(sid, None)
+        self._drop(sid)
+
+    def _drop(self, sid: int) -> None:
+        s = self.sessions.pop(sid, None)
+        if s is not None:
+            s.close()
+
+    def kill(self, sid: int) -> None:
+        s = self.get(sid)
+        if s.running:
+            s.kill()
+        else:
+            self.remove(sid)
+
+    def list(self) -> list[dict[str, Any]]:
+        return [s.info() for s in self.sessions.values()]
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Hang up every session and wait (SIGKILL after the grace) until all have exited."""
+        for s in list(self.sessions.values()):
+            s.kill()
+        try:
+            await asyncio.wait_for(self._all_exited.wait(), grace_s + 1.0)
+        except TimeoutError:
+            log.warning("%d sessions still running at shutdown", self.running_count)
+        for sid in list(self.sessions):
+            self._drop(sid)

@@ -1,0 +1,348 @@
+"""Wire protocol v1, sans-I/O: frame encoding, an incremental decoder, and request validation.
+
+Nothing here touches a socket, so the codec is tested on bytes alone and shared with clients as test vectors
+(tests/vectors/). See docs/protocol.md for the contract.
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgpack
+
+PROTOCOL_VERSION: Final = 1
+DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024
+MAX_ID: Final = 2**53 - 1
+MAX_U32: Final = 2**32 - 1
+MAX_COLS: Final = 1000
+MAX_ROWS: Final = 1000
+
+_HEADER = struct.Struct(">I")
+
+# Error codes (docs/protocol.md).
+BAD_FRAME: Final = "bad_frame"
+BAD_MESSAGE: Final = "bad_message"
+UNKNOWN_TYPE: Final = "unknown_type"
+INVALID_ARGUMENT: Final = "invalid_argument"
+SESSION_NOT_FOUND: Final = "session_not_found"
+SESSION_EXITED: Final = "session_exited"
+INPUT_QUEUE_FULL: Final = "input_queue_full"
+LIMIT_REACHED: Final = "limit_reached"
+SPAWN_FAILED: Final = "spawn_failed"
+UNSUPPORTED_PROTOCOL: Final = "unsupported_protocol"
+UNAUTHORIZED: Final = "unauthorized"
+INTERNAL: Final = "internal"
+
+ERROR_CODES: Final = frozenset(
+    {
+        BAD_FRAME, BAD_MESSAGE, UNKNOWN_TYPE, INVALID_ARGUMENT, SESSION_NOT_FOUND, SESSION_EXITED,
+        INPUT_QUEUE_FULL, LIMIT_REACHED, SPAWN_FAILED, UNSUPPORTED_PROTOCOL, UNAUTHORIZED, INTERNAL,
+    }
+)
+
+
+class ProtocolError(Exception):
+    """A request or frame the peer got wrong; `code` is one of the protocol's error codes."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class FrameError(ProtocolError):
+    """The byte stream cannot be framed any more: the connection must be closed after reporting it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(BAD_FRAME, message)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Encoding
+
+_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+
+
+def pack(message: dict[str, Any]) -> bytes:
+    """The MessagePack payload of `message` (no length prefix)."""
+    body: bytes = _packer.pack(message)
+    return body
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One frame: u32 big-endian length, then the MessagePack map."""
+    body: bytes = _packer.pack(message)
+    return _HEADER.pack(len(body)) + body
+
+
+def encode_output(session: int, offset: int, data: bytes) -> bytes:
+    """The hot path's frame, built without a temporary dict."""
+    body: bytes = _packer.pack({"type": "output", "session": session, "data": data, "offset": offset})
+    return _HEADER.pack(len(body)) + body
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decoding
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A complete frame whose payload is not a MessagePack map: reported as bad_message, framing stays intact."""
+
+    reason: str
+
+
+class FrameDecoder:
+    """Incremental decoder: feed() any chunking of the byte stream, then iterate messages().
+
+    messages() yields each complete frame's map (or Malformed) and raises FrameError on a zero or oversized length;
+    after that the decoder stays broken, like the connection.
+    """
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self._pos = 0
+        self._error: FrameError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet decoded (a partial frame)."""
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes) -> None:
+        if self._pos and self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        self._buf += data
+
+    def messages(self) -> Iterator[dict[str, Any] | Malformed]:
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        try:
+            while len(buf) - self._pos >= 4:
+                (n,) = _HEADER.unpack_from(buf, self._pos)
+                if n == 0 or n > self.max_frame:
+                    self._error = FrameError(
+                        "frame length 0" if n == 0 else f"frame length {n} exceeds the maximum {self.max_frame}"
+                    )
+                    raise self._error
+                end = self._pos + 4 + n
+                if len(buf) < end:
+                    break
+                payload = bytes(memoryview(buf)[self._pos + 4 : end])
+                self._pos = end
+                yield _unpack_payload(payload)
+        finally:
+            # Compact once the consumed prefix is large, so a long-lived connection does not grow the buffer.
+            if self._pos > 65536 and self._pos * 2 > len(buf):
+                del buf[: self._pos]
+                self._pos = 0
+
+
+def _unpack_payload(payload: bytes) -> dict[str, Any] | Malformed:
+    try:
+        value = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except msgpack.ExtraData:
+        return Malformed("trailing bytes after the MessagePack value")
+    except Exception as exc:  # msgpack raises several types (ValueError, FormatError, StackError, ...)
+        return Malformed(f"payload is not valid MessagePack: {exc.__class__.__name__}")
+    if not isinstance(value, dict):
+        return Malformed(f"payload is a {type(value).__name__}, not a map")
+    return value
+
+
+def decode_all(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> list[dict[str, Any] | Malformed]:
+    """Decode a complete byte string of frames (tests, vectors)."""
+    dec = FrameDecoder(max_frame)
+    dec.feed(data)
+    out = list(dec.messages())
+    if dec.buffered:
+        raise FrameError(f"{dec.buffered} trailing bytes do not make a frame")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Request validation: turns a decoded map into typed fields or a ProtocolError with the right code.
+
+REQUEST_TYPES: Final = frozenset(
+    {"hello", "create", "attach", "detach", "input", "resize", "kill", "signal", "ack", "list", "snapshot", "stats"}
+)
+
+
+def request_id(msg: dict[str, Any]) -> int | None:
+    """The request's id; raises bad_message for one that is not an unsigned int below 2^53."""
+    rid = msg.get("id")
+    if rid is None:
+        return None
+    if type(rid) is not int or not 0 <= rid <= MAX_ID:
+        raise ProtocolError(BAD_MESSAGE, "id must be an unsigned integer below 2^53")
+    return rid
+
+
+def request_type(msg: dict[str, Any]) -> str:
+    t = msg.get("type")
+    if not isinstance(t, str):
+        raise ProtocolError(BAD_MESSAGE, "message has no str 'type'")
+    if t not in REQUEST_TYPES:
+        raise ProtocolError(UNKNOWN_TYPE, f"unknown request type {t[:64]!r}")
+    return t
+
+
+def _bad(field: str, expected: str) -> ProtocolError:
+    return ProtocolError(INVALID_ARGUMENT, f"'{field}' must be {expected}")
+
+
+def get_int(
+    msg: dict[str, Any], field: str, *, lo: int = 0, hi: int = MAX_U32, default: int | None = None
+) -> int:
+    v = msg.get(field)
+    if v is None:
+        if default is None:
+            raise ProtocolError(INVALID_ARGUMENT, f"'{field}' is required")
+        return default
+    if type(v) is not int or not lo <= v <= hi:
+        raise _bad(field, f"an integer in {lo}..{hi}")
+    return v
+
+
+def get_session(msg: dict[str, Any]) -> int:
+    return get_int(msg, "session")
+
+
+def get_bool(msg: dict[str, Any], field: str, default: bool) -> bool:
+    v = msg.get(field)
+    if v is None:
+        return default
+    if type(v) is not bool:
+        raise _bad(field, "a boolean")
+    return v
+
+
+def get_str(msg: dict[str, Any], field: str, default: str | None = None, *, max_len: int = 4096) -> str | None:
+    v = msg.get(field)
+    if v is None:
+        return default
+    if not isinstance(v, str) or len(v) > max_len or "\x00" in v:
+        raise _bad(field, f"a string of at most {max_len} characters without NUL")
+    return v
+
+
+def get_str_list(msg: dict[str, Any], field: str, *, max_items: int = 4096) -> list[str]:
+    v = msg.get(field)
+    if v is None:
+        return []
+    if (
+        not isinstance(v, list)
+        or len(v) > max_items
+        or not all(isinstance(s, str) and "\x00" not in s for s in v)
+    ):
+        raise _bad(field, "a list of strings without NUL")
+    return list(v)
+
+
+def get_str_map(msg: dict[str, Any], field: str, *, max_items: int = 4096) -> dict[str, str]:
+    v = msg.get(field)
+    if v is None:
+        return {}
+    if (
+        not isinstance(v, dict)
+        or len(v) > max_items
+        or not all(
+            isinstance(k, str) and isinstance(s, str) and "\x00" not in k and "\x00" not in s for k, s in v.items()
+        )
+    ):
+        raise _bad(field, "a map of strings to strings without NUL")
+    return dict(v)
+
+
+def get_data(msg: dict[str, Any], field: str = "data") -> bytes:
+    v = msg.get(field)
+    if isinstance(v, bytes):
+        return v
+    if isinstance(v, str):
+        return v.encode()
+    raise _bad(field, "bin or str")
+
+
+_SIGNALS: Final = {s.name: int(s) for s in _signal.Signals if s.name.startswith("SIG") and not s.name.startswith("SIG_")}
+_SIGNAL_NUMBERS: Final = frozenset(_SIGNALS.values())
+
+
+def parse_signal(value: object) -> int:
+    """A signal given as a number or as a name ("SIGINT" or "INT", any case)."""
+    if type(value) is int:
+        if value in _SIGNAL_NUMBERS:
+            return value
+        raise ProtocolError(INVALID_ARGUMENT, f"unknown signal number {value}")
+    if isinstance(value, str):
+        name = value.upper()
+        if not name.startswith("SIG"):
+            name = "SIG" + name
+        if name in _SIGNALS:
+            return _SIGNALS[name]
+        raise ProtocolError(INVALID_ARGUMENT, f"unknown signal name {value[:32]!r}")
+    raise _bad("signal", "an integer or a signal name")
+
+
+@dataclass(frozen=True, slots=True)
+class CreateOptions:
+    shell: str | None = None
+    args: tuple[str, ...] = ()
+    cwd: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    cols: int = 80
+    rows: int = 24
+    name: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
+    attach: bool = False
+
+
+def parse_create_options(msg: dict[str, Any]) -> CreateOptions:
+    o = msg.get("options")
+    if o is None:
+        o = {}
+    if not isinstance(o, dict):
+        raise _bad("options", "a map")
+    env = get_str_map(o, "env")
+    for k in env:
+        if not k or "=" in k:
+            raise ProtocolError(INVALID_ARGUMENT, f"env name {k[:64]!r} is empty or contains '='")
+    shell = get_str(o, "shell")
+    if shell == "":
+        raise ProtocolError(INVALID_ARGUMENT, "'shell' must not be empty")
+    return CreateOptions(
+        shell=shell,
+        args=tuple(get_str_list(o, "args")),
+        cwd=get_str(o, "cwd"),
+        env=tuple(env.items()),
+        cols=get_int(o, "cols", lo=1, hi=MAX_COLS, default=80),
+        rows=get_int(o, "rows", lo=1, hi=MAX_ROWS, default=24),
+        name=get_str(o, "name", "") or "",
+        tags=tuple(get_str_map(o, "tags").items()),
+        attach=get_bool(o, "attach", False),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Replies
+
+
+def ok(rid: int | None, **fields: Any) -> dict[str, Any]:
+    return {"type": "ok", "id": rid, **fields}
+
+
+def error(
+    rid: int | None, code: str, message: str, request: str | None = None, session: int | None = None
+) -> dict[str, Any]:
+    msg: dict[str, Any] = {"type": "error", "id": rid, "code": code, "message": message}
+    if request is not None:
+        msg["request"] = request
+    if session is not None:
+        msg["session"] = session
+    return msg

@@ -1,0 +1,529 @@
+"""The daemon process: socket set-up and safety checks, one Connection per client, lifecycle and signals.
+
+Server phases (after uvicorn): startup (check the socket directory, take the lock, bind), serve (until SIGTERM or
+SIGINT), shutdown (stop accepting, tell clients, hang up sessions, remove the socket).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import itertools
+import logging
+import os
+import signal
+import socket
+import stat
+import struct
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, cast
+
+from . import __version__, protocol
+from .config import Config, ConfigError
+from .flow import FlowLimits, Subscriber
+from .manager import Manager
+from .protocol import FrameDecoder, FrameError, Malformed, ProtocolError
+
+log = logging.getLogger("vibest_pty.server")
+
+FEATURES = ["snapshot", "replay", "resync", "signal-names", "tags"]
+WRITE_HIGH = 64 * 1024  # the transport's own buffer stays this small; the rest waits in our fair queues
+WRITE_LOW = 16 * 1024
+BATCH = 64 * 1024
+CLOSE_TIMEOUT_S = 5.0
+_PEERCRED = struct.Struct("3i")
+
+
+class StartupError(Exception):
+    pass
+
+
+class Connection(asyncio.Protocol):
+    """One client. Requests are handled synchronously as frames arrive; replies and output leave through a writer
+    that serves control messages first and the subscribed sessions round-robin."""
+
+    def __init__(self, server: Server, cid: int) -> None:
+        self.server = server
+        self.manager = server.manager
+        self.id = cid
+        self.transport: asyncio.Transport | None = None
+        self.decoder = FrameDecoder(server.config.max_frame)
+        self.subs: dict[int, Subscriber] = {}  # by session id
+        self._control: deque[bytes] = deque()
+        self._ready: deque[Subscriber] = deque()
+        self._paused = False
+        self._scheduled = False
+        self._closing = False
+        self.peer_pid = 0
+        self.client_name = ""
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+        self.server.connections[self.id] = self
+        sock = transport.get_extra_info("socket")
+        try:
+            pid, uid, _ = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        except OSError:
+            pid, uid = 0, -1
+        self.peer_pid = pid
+        if uid != os.getuid():
+            log.warning("refused connection from pid %d uid %d", pid, uid)
+            self.fail(protocol.UNAUTHORIZED, f"uid {uid} may not use this daemon")
+            return
+        if len(self.server.connections) > self.server.config.max_connections:
+            log.warning("refused connection: limit of %d reached", self.server.config.max_connections)
+            self.fail(protocol.LIMIT_REACHED, f"connection limit reached ({self.server.config.max_connections})")
+            return
+        log.debug("connection %d from pid %d", self.id, pid)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.pop(self.id, None)
+        for sid in list(self.subs):
+            self._unsubscribe(sid)
+        self._control.clear()
+        self._ready.clear()
+        self._closing = True
+        log.debug("connection %d closed", self.id)
+        self.server.connection_closed()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._pump()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.decoder.feed(data)
+        try:
+            for msg in self.decoder.messages():
+                if self._closing:
+                    return
+                if isinstance(msg, Malformed):
+                    self.send_control(protocol.error(None, protocol.BAD_MESSAGE, msg.reason))
+                else:
+                    self._handle(msg)
+        except FrameError as exc:
+            self.fail(exc.code, exc.message)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    # -- requests -----------------------------------------------------------------------------------------------
+
+    def _handle(self, msg: dict[str, Any]) -> None:
+        rid: int | None = None
+        rtype: str | None = None
+        sid = msg.get("session")
+        session_field = sid if type(sid) is int else None
+        try:
+            rid = protocol.request_id(msg)
+            rtype = protocol.request_type(msg)
+            result = _HANDLERS[rtype](self, msg)
+        except ProtocolError as exc:
+            self.send_control(protocol.error(rid, exc.code, exc.message, rtype, session_field))
+            return
+        except Exception as exc:  # a bug must cost one request, not the daemon
+            log.exception("internal error handling %r", rtype)
+            self.send_control(protocol.error(rid, protocol.INTERNAL, f"internal error: {exc}", rtype, session_field))
+            return
+        if rid is not None:
+            self.send_control(protocol.ok(rid, **result))
+
+    def _hello(self, msg: dict[str, Any]) -> dict[str, Any]:
+        version = msg.get("protocol", protocol.PROTOCOL_VERSION)
+        if version != protocol.PROTOCOL_VERSION or type(version) is not int:
+            raise ProtocolError(protocol.UNSUPPORTED_PROTOCOL, f"protocol {version!r} is not supported (1 is)")
+        self.client_name = protocol.get_str(msg, "client", "") or ""
+        return {"protocol": protocol.PROTOCOL_VERSION, "version": __version__, "pid": os.getpid(),
+                "features": FEATURES}
+
+    def _create(self, msg: dict[str, Any]) -> dict[str, Any]:
+        opts = protocol.parse_create_options(msg)
+        session = self.manager.create(opts)
+        if opts.attach:
+            self._subscribe(session.id)
+        return {"session": session.info()}
+
+    def _attach(self, msg: dict[str, Any]) -> dict[str, Any]:
+        sid = protocol.get_session(msg)
+        want_snapshot = protocol.get_bool(msg, "snapshot", True)
+        since_raw = msg.get("since")
+        since = None if since_raw is None else protocol.get_int(msg, "since", hi=2**63 - 1)
+        session = self.manager.get(sid)
+        # All of this happens in one callback: the snapshot, the offset and the subscription are the same instant.
+        result: dict[str, Any] = {"offset": session.offset}
+        replay = session.replay_since(since) if since is not None else None
+        if replay is not None:
+            result["replay"] = replay
+        elif want_snapshot or since is not None:
+            result["snapshot"] = session.snapshot()
+        self._subscribe(sid)
+        result["session"] = session.info()
+        return result
+
+    def _subscribe(self, sid: int) -> None:
+        self._unsubscribe(sid)
+        session = self.manager.get(sid)
+        sub = session.subscribe(self.id, self, self.server.flow_limits)
+        self.subs[sid] = sub
+
+    def _unsubscribe(self, sid: int) -> bool:
+        sub = self.subs.pop(sid, None)
+        if sub is None:
+            return False
+        session = self.manager.sessions.get(sid)
+        if session is not None:
+            session.unsubscribe(self.id)
+        if sub.in_rotation:
+            self._ready.remove(sub)
+            sub.in_rotation = False
+        return True
+
+    def _detach(self, msg: dict[str, Any]) -> dict[str, Any]:
+        sid = protocol.get_session(msg)
+        self.manager.get(sid)
+        self._unsubscribe(sid)
+        return {}
+
+    def _input(self, msg: dict[str, Any]) -> dict[str, Any]:
+        sid = protocol.get_session(msg)
+        data = protocol.get_data(msg)
+        self.manager.get(sid).write_input(data)
+        return {}
+
+    def _resize(self, msg: dict[str, Any]) -> dict[str, Any]:
+        sid = protocol.get_session(msg)
+        cols = protocol.get_int(msg, "cols", lo=1, hi=protocol.MAX_COLS)
+        rows = protocol.get_int(msg, "rows", lo=1, hi=protocol.MAX_ROWS)
+        self.manager.get(sid).resize(cols, rows)
+        return {}
+
+    def _kill(self, msg: dict[str, Any]) -> dict[str, Any]:
+        self.manager.kill(protocol.get_session(msg))
+        return {}
+
+    def _signal(self, msg: dict[str, Any]) -> dict[str, Any]:
+        sid = protocol.get_session(msg)
+        sig = protocol.parse_signal(msg.get("signal"))
+        self.manager.get(sid).send_signal(sig)
+        return {}
+
+    def _ack(self, msg: dict[str, Any]) -> dict[str, Any]:
+        protocol.get_session(msg)
+        protocol.get_int(msg, "count", hi=2**63 - 1, default=0)
+        return {}
+
+    def _list(self, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"sessions": self.manager.list()}
+
+    def _snapshot(self, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"snapshot": self.manager.get(protocol.get_session(msg)).snapshot()}
+
+    def _stats(self, msg: dict[str, Any]) -> dict[str, Any]:
+        return self.server.stats()
+
+    # -- writer -------------------------------------------------------------------------------------------------
+
+    def send_control(self, message: dict[str, Any]) -> None:
+        if self._closing:
+            return
+        self._control.append(protocol.encode(message))
+        self._schedule()
+
+    def subscriber_ready(self, sub: Subscriber) -> None:
+        if self._closing:
+            return
+        sub.in_rotation = True
+        self._ready.append(sub)
+        self._schedule()
+
+    def overflowed(self, sub: Subscriber) -> None:
+        log.info("connection %d: queue of session %d full, disconnecting", self.id, sub.session_id)
+        self._flush_control()
+        self.close()
+
+    def _schedule(self) -> None:
+        if not self._scheduled and not self._paused:
+            self._scheduled = True
+            self.server.loop.call_soon(self._pump)
+
+    def _flush_control(self) -> None:
+        if self.transport is not None and self._control:
+            self.transport.write(b"".join(self._control))
+            self._control.clear()
+
+    def _pump(self) -> None:
+        self._scheduled = False
+        transport = self.transport
+        if transport is None or self._closing:
+            return
+        control, ready = self._control, self._ready
+        while not self._paused and (control or ready):
+            batch: list[bytes] = []
+            size = 0
+            while size < BATCH and (control or ready):
+                if control:
+                    frame = control.popleft()
+                else:
+                    sub = ready.popleft()
+                    popped = sub.pop()
+                    if sub.has_work():
+                        ready.append(sub)
+                    else:
+                        sub.in_rotation = False
+                    if popped is None:
+                        continue
+                    frame = popped
+                batch.append(frame)
+                size += len(frame)
+            if batch:
+                transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+                self.server.frames_out += len(batch)
+
+    # -- closing ------------------------------------------------------------------------------------------------
+
+    def fail(self, code: str, message: str) -> None:
+        """Report a fatal error and close."""
+        if self._closing:
+            return
+        self.send_control(protocol.error(None, code, message))
+        self._flush_control()
+        self.close()
+
+    def close(self) -> None:
+        if self._closing or self.transport is None:
+            return
+        self._closing = True
+        for sid in list(self.subs):
+            self._unsubscribe(sid)
+        transport = self.transport
+        transport.close()  # flushes what is buffered; a peer that never reads is cut off after a while
+        self.server.loop.call_later(CLOSE_TIMEOUT_S, transport.abort)
+
+    def send_now(self, message: dict[str, Any]) -> None:
+        """Write bypassing the queues (shutdown)."""
+        if self.transport is not None and not self._closing:
+            self._flush_control()
+            self.transport.write(protocol.encode(message))
+
+
+_HANDLERS: dict[str, Callable[[Connection, dict[str, Any]], dict[str, Any]]] = {
+    "hello": Connection._hello,
+    "create": Connection._create,
+    "attach": Connection._attach,
+    "detach": Connection._detach,
+    "input": Connection._input,
+    "resize": Connection._resize,
+    "kill": Connection._kill,
+    "signal": Connection._signal,
+    "ack": Connection._ack,
+    "list": Connection._list,
+    "snapshot": Connection._snapshot,
+    "stats": Connection._stats,
+}
+assert set(_HANDLERS) == protocol.REQUEST_TYPES
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.manager = Manager(config)
+        self.flow_limits = FlowLimits(
+            max_events=config.flow_max_queue_size,
+            max_bytes=config.flow_max_queue_bytes,
+            threshold=config.flow_threshold,
+            auto_disconnect=config.flow_auto_disconnect,
+        )
+        self.connections: dict[int, Connection] = {}
+        self._ids = itertools.count(1)
+        self._server: asyncio.AbstractServer | None = None
+        self._lock_fd = -1
+        self._stop = asyncio.Event()
+        self._no_connections = asyncio.Event()
+        self.frames_out = 0
+        self.started = time.monotonic()
+        self.loop = asyncio.get_running_loop()
+
+    # -- startup ------------------------------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        path = self.config.socket_path
+        directory = os.path.dirname(os.path.abspath(path))
+        prepare_socket_dir(directory)
+        self._lock_fd = take_lock(path + ".lock")
+        if os.path.lexists(path):
+            if _is_live(path):
+                os.close(self._lock_fd)
+                self._lock_fd = -1
+                raise StartupError(f"a daemon is already running on {path}")
+            log.info("removing stale socket %s", path)
+            os.unlink(path)
+        old_umask = os.umask(0o177)
+        try:
+            self._server = await self.loop.create_unix_server(
+                lambda: Connection(self, next(self._ids)), path, backlog=256
+            )
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.request_stop, sig)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closing terminal must not take the daemon down
+        log.info("vibest-pty-daemon %s listening on %s (pid %d)", __version__, path, os.getpid())
+
+    def request_stop(self, sig: int | None = None) -> None:
+        if sig is not None:
+            log.info("received %s, shutting down", signal.Signals(sig).name)
+        self._stop.set()
+
+    # -- serve --------------------------------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        await self._stop.wait()
+
+    # -- shutdown -----------------------------------------------------------------------------------------------
+
+    async def shutdown(self, reason: str = "daemon stopping") -> None:
+        if self._server is not None:
+            self._server.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.config.socket_path)
+        for conn in list(self.connections.values()):
+            conn.send_now({"type": "shutdown", "reason": reason})
+        await self.manager.shutdown(self.config.kill_grace_ms / 1000)
+        for conn in list(self.connections.values()):
+            conn.close()
+        if self.connections:
+            self._no_connections.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_connections.wait(), 2.0)
+        for conn in list(self.connections.values()):
+            if conn.transport is not None:
+                conn.transport.abort()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # the file stays: unlinking a lock another starter may hold opens a race
+            self._lock_fd = -1
+        log.info("stopped")
+
+    def connection_closed(self) -> None:
+        if not self.connections:
+            self._no_connections.set()
+
+    def stats(self) -> dict[str, Any]:
+        queues = []
+        for conn in self.connections.values():
+            for sub in conn.subs.values():
+                queues.append({"connection": conn.id, **sub.stats()})
+        return {
+            "uptime": time.monotonic() - self.started,
+            "connections": len(self.connections),
+            "sessions": len(self.manager.sessions),
+            "running": self.manager.running_count,
+            "bytes_in": self.manager.counters.bytes_in,
+            "bytes_out": self.manager.counters.bytes_out,
+            "frames_out": self.frames_out,
+            "rss": _rss(),
+            "queues": queues,
+        }
+
+
+def prepare_socket_dir(directory: str) -> None:
+    """Create the directory 0700, or refuse one that another user could tamper with."""
+    if not os.path.lexists(directory):
+        parent = os.path.dirname(directory)
+        if parent and not os.path.exists(parent):
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            pass
+    st = os.lstat(directory)
+    if stat.S_ISLNK(st.st_mode):
+        raise StartupError(f"socket directory {directory} is a symlink; refusing to use it")
+    if not stat.S_ISDIR(st.st_mode):
+        raise StartupError(f"socket directory {directory} is not a directory")
+    if st.st_uid != os.getuid():
+        raise StartupError(f"socket directory {directory} belongs to uid {st.st_uid}, not {os.getuid()}")
+    if st.st_mode & 0o022:
+        raise StartupError(
+            f"socket directory {directory} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
+            f"fix it with: chmod 700 {directory}"
+        )
+
+
+def take_lock(lock_path: str) -> int:
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StartupError(f"a daemon is already running (lock {lock_path} is held)") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _is_live(path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(1.0)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+async def run(config: Config) -> int:
+    server = Server(config)
+    try:
+        await server.startup()
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 1
+    try:
+        await server.serve()
+    finally:
+        await server.shutdown()
+    return 0
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = Config.load(argv)
+    except ConfigError as exc:
+        print(f"vibest-pty-daemon: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level)
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(run(config))
+    return uvloop.run(run(config))

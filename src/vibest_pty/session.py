@@ -1,0 +1,336 @@
+"""One PTY session: its child, its emulator, its replay window, its subscribers and its input queue.
+
+Everything runs on the event loop: the master fd is read with add_reader, the child is reaped through a pidfd,
+input that the PTY does not take at once waits for add_writer. No threads, no polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from . import protocol
+from .emulator import Emulator
+from .flow import FlowLimits, Sink, Subscriber
+from .protocol import ProtocolError
+from .pty import Child, decode_wait_status, foreground_pgrp, set_winsize
+
+log = logging.getLogger("vibest_pty.session")
+
+READ_SIZE = 65536
+# After the child is reaped, output still held by a grandchild that keeps the slave open is waited for this long.
+EXIT_DRAIN_S = 0.1
+
+
+class Session:
+    def __init__(
+        self,
+        sid: int,
+        child: Child,
+        command: list[str],
+        cwd: str,
+        cols: int,
+        rows: int,
+        name: str,
+        tags: dict[str, str],
+        *,
+        scrollback_lines: int,
+        replay_bytes: int,
+        input_queue_bytes: int,
+        kill_grace_s: float,
+        on_exit: Callable[[Session], None],
+        counters: Counters,
+    ) -> None:
+        self.id = sid
+        self.pid = child.pid
+        self.pts_path = child.pts_path
+        self.command = command
+        self.initial_cwd = cwd
+        self.cols, self.rows = cols, rows
+        self.name = name
+        self.tags = tags
+        self.created_at = time.time()
+        self.last_attached_at: float | None = None
+        self.emulator = Emulator(cols, rows, scrollback_lines)
+        self.offset = 0  # output bytes read so far
+        self._replay = bytearray()
+        self._replay_max = replay_bytes
+        self.subscribers: dict[int, Subscriber] = {}  # by connection id
+        self._input: deque[memoryview] = deque()
+        self._input_bytes = 0
+        self._input_max = input_queue_bytes
+        self._kill_grace_s = kill_grace_s
+        self._on_exit = on_exit
+        self._counters = counters
+        self.running = True
+        self.exit_code: int | None = None
+        self.exit_signal: int | None = None
+        self._fd = child.master_fd
+        self._reaped = False
+        self._eof = False
+        self._pidfd = -1
+        self._timers: list[asyncio.TimerHandle] = []
+        self._kill_timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._fd, self._on_readable)
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+            self._loop.add_reader(self._pidfd, self._on_child_event)
+        except OSError:
+            # The child already exited and was reaped (cannot happen: we have not waited) or no pidfd support.
+            self._loop.call_soon(self._on_child_event)
+
+    # -- output ------------------------------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        chunks: list[bytes] = []
+        total = 0
+        while total < READ_SIZE:
+            try:
+                data = os.read(self._fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.EIO:
+                    log.warning("session %d: read: %s", self.id, exc)
+                data = b""
+            if not data:
+                self._eof = True
+                break
+            chunks.append(data)
+            total += len(data)
+        if chunks:
+            self._deliver(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if self._eof:
+            self._loop.remove_reader(self._fd)
+            if self._reaped:
+                self._finish()
+
+    def _deliver(self, data: bytes) -> None:
+        self.emulator.feed(data)
+        if self._replay_max:
+            self._replay += data
+            excess = len(self._replay) - self._replay_max
+            if excess > 0:
+                del self._replay[:excess]
+        frame = protocol.encode_output(self.id, self.offset, data)
+        self.offset += len(data)
+        self._counters.bytes_out += len(data)
+        for sub in self.subscribers.values():
+            sub.push(frame)
+
+    # -- exit --------------------------------------------------------------------------------------------------
+
+    def _on_child_event(self) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.pid, 0
+        if pid == 0:
+            return  # stopped/continued, or a spurious wake-up
+        self._reaped = True
+        self.exit_code, self.exit_signal = decode_wait_status(status)
+        if self._pidfd >= 0:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+        if not self._eof:
+            self._on_readable()  # take what is already there; EIO follows once no one holds the slave
+        if self._eof:
+            self._finish()
+        else:
+            # A grandchild still holds the slave: give in-flight output a moment, then report the exit.
+            self._timers.append(self._loop.call_later(EXIT_DRAIN_S, self._drain_and_finish))
+
+    def _drain_and_finish(self) -> None:
+        if self.running:
+            if not self._eof:
+                self._on_readable()
+            self._finish()
+
+    def _finish(self) -> None:
+        if not self.running:
+            return
+        self.running = False
+        for t in self._timers:
+            t.cancel()
+        self._timers.clear()
+        if not self._eof:
+            self._loop.remove_reader(self._fd)
+        if self._input:
+            self._loop.remove_writer(self._fd)
+            self._input.clear()
+            self._input_bytes = 0
+        os.close(self._fd)  # the slave side gets a hangup: a lingering grandchild sees EOF/SIGHUP
+        self._fd = -1
+        frame = protocol.encode({"type": "exit", "session": self.id, "code": self.exit_code,
+                                 "signal": self.exit_signal})
+        for sub in self.subscribers.values():
+            sub.push_exit(frame)
+        log.info("session %d exited (code=%s signal=%s)", self.id, self.exit_code, self.exit_signal)
+        self._on_exit(self)
+
+    # -- requests ----------------------------------------------------------------------------------------------
+
+    def _require_running(self) -> None:
+        if not self.running:
+            raise ProtocolError(protocol.SESSION_EXITED, f"session {self.id} has exited")
+
+    def write_input(self, data: bytes) -> None:
+        self._require_running()
+        if not data:
+            return
+        if self._input_bytes + len(data) > self._input_max:
+            raise ProtocolError(
+                protocol.INPUT_QUEUE_FULL,
+                f"session {self.id}: input queue holds {self._input_bytes} bytes; "
+                f"{len(data)} more would pass the limit of {self._input_max}",
+            )
+        view = memoryview(data)
+        if not self._input:
+            try:
+                n = os.write(self._fd, view)
+            except BlockingIOError:
+                n = 0
+            except OSError as exc:
+                log.debug("session %d: write: %s", self.id, exc)
+                return  # the child is gone; the exit event follows
+            self._counters.bytes_in += n
+            view = view[n:]
+            if not view:
+                return
+            self._loop.add_writer(self._fd, self._on_writable)
+        self._input.append(view)
+        self._input_bytes += len(view)
+
+    def _on_writable(self) -> None:
+        while self._input:
+            view = self._input[0]
+            try:
+                n = os.write(self._fd, view)
+            except BlockingIOError:
+                return
+            except OSError:
+                self._input.clear()
+                self._input_bytes = 0
+                break
+            self._counters.bytes_in += n
+            self._input_bytes -= n
+            if n < len(view):
+                self._input[0] = view[n:]
+                return
+            self._input.popleft()
+        self._loop.remove_writer(self._fd)
+
+    def resize(self, cols: int, rows: int) -> None:
+        self._require_running()
+        set_winsize(self._fd, cols, rows)  # the kernel sends SIGWINCH to the foreground group
+        self.emulator.resize(cols, rows)
+        self.cols, self.rows = cols, rows
+
+    def send_signal(self, sig: int) -> None:
+        self._require_running()
+        target = foreground_pgrp(self._fd) or self.pid
+        try:
+            os.killpg(target, sig)
+        except ProcessLookupError:
+            if not self._reaped:
+                os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        """SIGHUP to the session's process groups now, SIGKILL after the grace if it is still there."""
+        if not self.running:
+            return
+        self._hangup(signal.SIGHUP)
+        if self._kill_timer is None:
+            self._kill_timer = self._loop.call_later(self._kill_grace_s, self._hangup, signal.SIGKILL)
+            self._timers.append(self._kill_timer)
+
+    def _hangup(self, sig: int) -> None:
+        groups: set[int] = set()
+        if self._fd >= 0 and (fg := foreground_pgrp(self._fd)) is not None:
+            groups.add(fg)
+        if not self._reaped:
+            groups.add(self.pid)  # once reaped, its group id may belong to someone else
+        for pg in groups:
+            try:
+                os.killpg(pg, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if not self._reaped:  # a leader that moved to another group still gets it
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    # -- views -------------------------------------------------------------------------------------------------
+
+    def replay_since(self, since: int) -> bytes | None:
+        """Raw output from `since` to now, or None when `since` is older than the replay window."""
+        if since > self.offset:
+            raise ProtocolError(protocol.INVALID_ARGUMENT, f"since={since} is past the session's offset {self.offset}")
+        start = self.offset - len(self._replay)
+        if since < start:
+            return None
+        return bytes(self._replay[since - start :])
+
+    def cwd(self) -> str:
+        cwd = self.emulator.cwd
+        if cwd:
+            return cwd
+        if self.running:
+            try:
+                return os.readlink(f"/proc/{self.pid}/cwd")
+            except OSError:
+                pass
+        return self.initial_cwd
+
+    def snapshot(self) -> dict[str, Any]:
+        st = self.emulator.snapshot()
+        return {
+            "data": st.data, "offset": self.offset, "cols": st.cols, "rows": st.rows, "cursor": list(st.cursor),
+            "cursor_visible": st.cursor_visible, "alt_screen": st.alt_screen, "modes": st.modes,
+            "title": st.title, "cwd": st.cwd or self.cwd(), "scrollback_lines": st.scrollback_lines,
+        }
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "pid": self.pid, "command": self.command, "name": self.name, "tags": self.tags,
+            "cwd": self.cwd(), "title": self.emulator.title, "cols": self.cols, "rows": self.rows,
+            "created_at": self.created_at, "last_attached_at": self.last_attached_at, "running": self.running,
+            "exit_code": self.exit_code, "exit_signal": self.exit_signal, "clients": len(self.subscribers),
+        }
+
+    # -- subscribers -------------------------------------------------------------------------------------------
+
+    def subscribe(self, conn_id: int, sink: Sink, limits: FlowLimits) -> Subscriber:
+        sub = Subscriber(self.id, sink, limits, self.snapshot)
+        self.subscribers[conn_id] = sub
+        self.last_attached_at = time.time()
+        if not self.running:
+            sub.push_exit(protocol.encode({"type": "exit", "session": self.id, "code": self.exit_code,
+                                           "signal": self.exit_signal}))
+        return sub
+
+    def unsubscribe(self, conn_id: int) -> Subscriber | None:
+        return self.subscribers.pop(conn_id, None)
+
+    def close(self) -> None:
+        """Free what an exited session still holds (the emulator)."""
+        self.subscribers.clear()
+        self.emulator.close()
+
+
+class Counters:
+    __slots__ = ("bytes_in", "bytes_out")
+
+    def __init__(self) -> None:
+        self.bytes_in = 0
+        self.bytes_out = 0
