@@ -1,0 +1,153 @@
+"""Shared fixtures: a real daemon process on a socket in a temp dir, and clients connected to it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vibest_pty.client import Client, connect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Daemon:
+    """A vibest-pty-daemon subprocess. `env` adds RUST_PTY_* settings; the log is kept for failure messages."""
+
+    def __init__(self, directory: str, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+        self.dir = directory
+        self.socket = os.path.join(directory, "pty", "socket")
+        self.log_path = os.path.join(directory, "daemon.log")
+        self.env = {**os.environ, "RUST_PTY_SOCKET_PATH": self.socket, "RUST_PTY_LOG_LEVEL": "debug", **(env or {})}
+        self.args = args or []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> Daemon:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vibest_pty", *self.args], env=self.env, stdout=self._log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        import socket as _s
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
+            s = _s.socket(_s.AF_UNIX, _s.SOCK_STREAM)
+            try:
+                s.connect(self.socket)
+                return
+            except OSError:
+                time.sleep(0.02)
+            finally:
+                s.close()
+        raise RuntimeError(f"daemon did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return Path(self.log_path).read_text(errors="replace")[-8000:]
+        except OSError:
+            return ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    async def client(self, hello: bool = True) -> Client:
+        return await connect(self.socket, hello=hello)
+
+
+@pytest.fixture
+def tmpdir_short() -> Iterator[str]:
+    # Unix socket paths are limited to 107 bytes: pytest's tmp_path can be longer.
+    d = tempfile.mkdtemp(prefix="vp-")
+    yield d
+    subprocess.run(["rm", "-rf", d], check=False)
+
+
+@pytest.fixture
+def daemon_factory(tmpdir_short: str) -> Iterator[Any]:
+    started: list[Daemon] = []
+
+    def make(env: dict[str, str] | None = None, args: list[str] | None = None, start: bool = True,
+             subdir: str = "") -> Daemon:
+        d = Daemon(os.path.join(tmpdir_short, subdir) if subdir else tmpdir_short, env, args)
+        if start:
+            d.start()
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        if d.proc is not None and d.proc.poll() is None:
+            d.stop()
+
+
+@pytest.fixture
+def daemon(daemon_factory: Any) -> Daemon:
+    return daemon_factory()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def client(daemon: Daemon) -> AsyncIterator[Client]:
+    c = await daemon.client()
+    yield c
+    await c.close()
+
+
+async def collect_until_exit(c: Client, sid: int, timeout: float = 15.0) -> tuple[bytes, dict[str, Any]]:
+    """All output of session sid up to its exit event, checking offsets are contiguous."""
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+    while True:
+        ev = await asyncio.wait_for(c.events.get(), max(0.01, deadline - time.monotonic()))
+        if ev.get("session") != sid:
+            continue
+        if ev["type"] == "output":
+            assert ev["offset"] == len(out), (ev["offset"], len(out))
+            out += ev["data"]
+        elif ev["type"] == "exit":
+            return bytes(out), ev
+
+
+async def read_until(c: Client, sid: int, needle: bytes, timeout: float = 10.0, start: bytes = b"") -> bytes:
+    """Output of sid until `needle` appears in it."""
+    out = bytearray(start)
+    deadline = time.monotonic() + timeout
+    while needle not in out:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"{needle!r} not seen; got {bytes(out[-500:])!r}")
+        ev = await asyncio.wait_for(c.events.get(), remaining)
+        if ev["type"] == "output" and ev["session"] == sid:
+            out += ev["data"]
+    return bytes(out)
