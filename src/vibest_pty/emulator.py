@@ -317,6 +317,40 @@ class _View:
             out += b"\r\n" * (self.total - 1 - last)
         return out
 
+    def bg_repair(self) -> bytes:
+        """Repaint active rows that hold only background-coloured erased cells (EL/ED/ECH under a coloured
+        pen): the formatter skips rows without text. Each run becomes CUP + SGR 48 + ECH, which makes the
+        same bg-only cells. Call right after the content, before margins and modes are restored."""
+        out = bytearray()
+        cell = _ffi.new("GhosttyCell*")
+        tag = _ffi.new("GhosttyCellContentTag*")
+        pal = _ffi.new("uint8_t*")
+        rgb = _ffi.new("GhosttyColorRgb*")
+        for y in range(self.rows):
+            if not self.is_blank_row(self.history + y):
+                continue
+            runs: list[tuple[int, int, str]] = []
+            for x in range(self.cols):
+                _check(_lib.ghostty_grid_ref_cell(_grid_ref(self.t, x, y, _lib.GHOSTTY_POINT_TAG_ACTIVE), cell), "cell")
+                _check(_lib.ghostty_cell_get(cell[0], _lib.GHOSTTY_CELL_DATA_CONTENT_TAG, tag), "cell tag")
+                if tag[0] == _lib.GHOSTTY_CELL_CONTENT_BG_COLOR_PALETTE:
+                    _check(_lib.ghostty_cell_get(cell[0], _lib.GHOSTTY_CELL_DATA_COLOR_PALETTE, pal), "cell bg")
+                    sgr = f"48;5;{pal[0]}"
+                elif tag[0] == _lib.GHOSTTY_CELL_CONTENT_BG_COLOR_RGB:
+                    _check(_lib.ghostty_cell_get(cell[0], _lib.GHOSTTY_CELL_DATA_COLOR_RGB, rgb), "cell bg")
+                    sgr = f"48;2;{rgb.r};{rgb.g};{rgb.b}"
+                else:
+                    continue
+                if runs and runs[-1][2] == sgr and runs[-1][0] + runs[-1][1] == x:
+                    runs[-1] = (runs[-1][0], runs[-1][1] + 1, sgr)
+                else:
+                    runs.append((x, 1, sgr))
+            for x, n, sgr in runs:
+                out += f"\x1b[{y + 1};{x + 1}H\x1b[0;{sgr}m\x1b[{n}X".encode()
+        if out:
+            out += b"\x1b[0m"
+        return bytes(out)
+
     def cell_vt(self, x: int, y: int) -> bytes:
         return _format(self.t, _selection(self.t, x, y, x, y, _lib.GHOSTTY_POINT_TAG_ACTIVE))
 
@@ -468,6 +502,7 @@ class Emulator:
         else:
             served = min(live.history, self.scrollback_lines)
             out += live.content(served, pad=True)
+        out += live.bg_repair()
 
         # Terminal-level state: tab stops, margins, modes, then the cursor and the pen.
         out += _extras(t, live.probe, before=True, tabstops=True)
@@ -510,6 +545,7 @@ class Emulator:
             v = _View(clone)
             served = min(v.history, self.scrollback_lines)
             out += v.content(served, pad=True)
+            out += v.bg_repair()
             out += v.cursor_tail()
             return served
         finally:
