@@ -84,6 +84,7 @@ MODES: tuple[tuple[str, int, bool], ...] = (
 )
 
 _ALT_MODES = (1049, 1047, 47)  # preference order when re-entering the alternate screen
+_SKIP_MODES = (*_ALT_MODES, 2027)  # handled apart from the other modes
 _CONTINUATION_MAX_BYTES = 1 << 20  # longest unfinished sequence kept for the snapshot tail (e.g. OSC 52)
 _MODE_RE = re.compile(rb"\x1b\[(\??)(\d+)([hl])")
 _DECSTBM_RE = re.compile(rb"\x1b\[(\d+);(\d+)r")
@@ -156,7 +157,9 @@ def _mode(term: Any, n: int, ansi: bool) -> bool:
 
 
 def _grid_ref(term: Any, x: int, y: int, tag: int) -> Any:
-    fn = _union_fn("ghostty_terminal_grid_ref", "GhosttyResult(*)(GhosttyTerminal, GhosttyPointS, GhosttyGridRef*)")
+    fn = _union_fn(
+        "ghostty_terminal_grid_ref", "GhosttyResult(*)(GhosttyTerminal, GhosttyPointS, GhosttyGridRef*)"
+    )
     pt = _ffi.new("GhosttyPointS*")
     pt.tag = tag
     pt.value.x, pt.value.y = x, y
@@ -269,8 +272,16 @@ def _colors(term: Any) -> bytes:
             if (pal[i].r, pal[i].g, pal[i].b) != (dflt[i].r, dflt[i].g, dflt[i].b):
                 out += _osc_color(f"4;{i}", pal[i])
     for code, key, dkey in (
-        ("10", _lib.GHOSTTY_TERMINAL_DATA_COLOR_FOREGROUND, _lib.GHOSTTY_TERMINAL_DATA_COLOR_FOREGROUND_DEFAULT),
-        ("11", _lib.GHOSTTY_TERMINAL_DATA_COLOR_BACKGROUND, _lib.GHOSTTY_TERMINAL_DATA_COLOR_BACKGROUND_DEFAULT),
+        (
+            "10",
+            _lib.GHOSTTY_TERMINAL_DATA_COLOR_FOREGROUND,
+            _lib.GHOSTTY_TERMINAL_DATA_COLOR_FOREGROUND_DEFAULT,
+        ),
+        (
+            "11",
+            _lib.GHOSTTY_TERMINAL_DATA_COLOR_BACKGROUND,
+            _lib.GHOSTTY_TERMINAL_DATA_COLOR_BACKGROUND_DEFAULT,
+        ),
         ("12", _lib.GHOSTTY_TERMINAL_DATA_COLOR_CURSOR, _lib.GHOSTTY_TERMINAL_DATA_COLOR_CURSOR_DEFAULT),
     ):
         c = _ffi.new("GhosttyColorRgb*")
@@ -331,10 +342,15 @@ class _View:
                 continue
             runs: list[tuple[int, int, str]] = []
             for x in range(self.cols):
-                _check(_lib.ghostty_grid_ref_cell(_grid_ref(self.t, x, y, _lib.GHOSTTY_POINT_TAG_ACTIVE), cell), "cell")
+                _check(
+                    _lib.ghostty_grid_ref_cell(_grid_ref(self.t, x, y, _lib.GHOSTTY_POINT_TAG_ACTIVE), cell),
+                    "cell",
+                )
                 _check(_lib.ghostty_cell_get(cell[0], _lib.GHOSTTY_CELL_DATA_CONTENT_TAG, tag), "cell tag")
                 if tag[0] == _lib.GHOSTTY_CELL_CONTENT_BG_COLOR_PALETTE:
-                    _check(_lib.ghostty_cell_get(cell[0], _lib.GHOSTTY_CELL_DATA_COLOR_PALETTE, pal), "cell bg")
+                    _check(
+                        _lib.ghostty_cell_get(cell[0], _lib.GHOSTTY_CELL_DATA_COLOR_PALETTE, pal), "cell bg"
+                    )
                     sgr = f"48;5;{pal[0]}"
                 elif tag[0] == _lib.GHOSTTY_CELL_CONTENT_BG_COLOR_RGB:
                     _check(_lib.ghostty_cell_get(cell[0], _lib.GHOSTTY_CELL_DATA_COLOR_RGB, rgb), "cell bg")
@@ -356,7 +372,9 @@ class _View:
 
     def cell_wide(self, x: int, y: int) -> int:
         cell = _ffi.new("GhosttyCell*")
-        _check(_lib.ghostty_grid_ref_cell(_grid_ref(self.t, x, y, _lib.GHOSTTY_POINT_TAG_ACTIVE), cell), "cell")
+        _check(
+            _lib.ghostty_grid_ref_cell(_grid_ref(self.t, x, y, _lib.GHOSTTY_POINT_TAG_ACTIVE), cell), "cell"
+        )
         wide = _ffi.new("GhosttyCellWide*")
         _check(_lib.ghostty_cell_get(cell[0], _lib.GHOSTTY_CELL_DATA_WIDE, wide), "cell wide")
         return int(wide[0])
@@ -372,7 +390,11 @@ class _View:
             cell = self.cell_vt(x, self.cy)
             if cell:
                 out += f"\x1b[{self.cy - top + 1};{x - left + 1}H".encode() + cell
-        out += _extras(
+        out += self.pen()
+        return bytes(out)
+
+    def pen(self) -> bytes:
+        return _extras(
             self.t,
             self.probe,
             screen_style=True,
@@ -381,6 +403,18 @@ class _View:
             screen_hyperlink=True,
             screen_kitty_keyboard=True,
         )
+
+    def pen_reset(self) -> bytes:
+        """Undo what `pen` set (for painting the alternate screen after the primary's pen was restored)."""
+        out = bytearray(b"\x1b[0m")
+        if _extras(self.t, self.probe, screen_protection=True):
+            out += b'\x1b[0"q'
+        if _extras(self.t, self.probe, screen_hyperlink=True):
+            out += b"\x1b]8;;\x1b\\"
+        if cs := _extras(self.t, self.probe, screen_charsets=True):
+            for m in re.finditer(rb"\x1b([()*+]).", cs):
+                out += b"\x1b" + m.group(1) + b"B"
+            out += b"\x0f"
         return bytes(out)
 
 
@@ -494,10 +528,12 @@ class Emulator:
             out += b"\x1b]7;" + _strip_controls(pwd_b) + b"\x1b\\"
 
         served = 0
+        if modes["grapheme_cluster"]:  # changes character widths, so it must precede the content
+            out += b"\x1b[?2027h"
         if live.alt:
             alt_mode = next((n for n in _ALT_MODES if _mode(t, n, False)), 1049)
-            served = self._primary_under_alt(out, alt_mode)
-            out += f"\x1b[?{alt_mode}h\x1b[H".encode()
+            served, pen_reset = self._primary_under_alt(out, alt_mode)
+            out += f"\x1b[?{alt_mode}h\x1b[H".encode() + pen_reset
             out += live.content(0, pad=False)
         else:
             served = min(live.history, self.scrollback_lines)
@@ -507,12 +543,15 @@ class Emulator:
         # Terminal-level state: tab stops, margins, modes, then the cursor and the pen.
         out += _extras(t, live.probe, before=True, tabstops=True)
         out += _extras(t, live.probe, keyboard=True)
-        margins = _extras(t, live.probe, scrolling_region=True)
-        out += margins
+        # Modes before margins: DECSLRM (CSI l;r s) is only understood once mode 69 is set.
         mode_seq = _extras(t, live.probe, before=True, modes=True)
         out += b"".join(
-            m.group(0) for m in _MODE_RE.finditer(mode_seq) if not (m.group(1) and int(m.group(2)) in _ALT_MODES)
+            m.group(0)
+            for m in _MODE_RE.finditer(mode_seq)
+            if not (m.group(1) and int(m.group(2)) in _SKIP_MODES)
         )
+        margins = _extras(t, live.probe, scrolling_region=True)
+        out += margins
         top = left = 0
         if modes["origin"]:
             if m := _DECSTBM_RE.search(margins):
@@ -534,8 +573,10 @@ class Emulator:
             scrollback_lines=served,
         )
 
-    def _primary_under_alt(self, out: bytearray, alt_mode: int) -> int:
-        """Append the primary screen (history, rows, cursor, pen) as it will be when the alt screen is left."""
+    def _primary_under_alt(self, out: bytearray, alt_mode: int) -> tuple[int, bytes]:
+        """Append the primary screen (history, rows, cursor, pen) as it will be when the alt screen is left.
+
+        Returns the history rows served and the bytes that undo the primary's pen for the alt screen."""
         clone = _clone(self._live())
         try:
             # CAN ends whatever sequence the clone's parser is in; then leave the alt screen the way the
@@ -547,7 +588,7 @@ class Emulator:
             out += v.content(served, pad=True)
             out += v.bg_repair()
             out += v.cursor_tail()
-            return served
+            return served, v.pen_reset()
         finally:
             _lib.ghostty_terminal_free(clone)
 
