@@ -53,7 +53,7 @@ async def test_last_output_before_exit_is_never_lost(client: Client) -> None:
 
 
 async def test_environment_and_controlling_terminal(client: Client, tmp_path: object) -> None:
-    out, ev = await run_cmd(
+    out, _ev = await run_cmd(
         client,
         'echo "T=$TERM C=$COLORTERM L=$LANG X=$X"; ps -o tty=,sid=,pgid= -p $$; echo "pid=$$"; '
         "ls /proc/$$/fd | sort -n | tr '\\n' ' '; echo; stty size",
@@ -128,7 +128,7 @@ async def test_one_mib_paste_arrives_intact(client: Client) -> None:
     )
     await asyncio.sleep(0.2)  # let stty run before the bytes arrive
     await client.input(s["id"], paste)
-    out, ev = await collect_until_exit(client, s["id"], timeout=60)
+    out, _ev = await collect_until_exit(client, s["id"], timeout=60)
     assert hashlib.sha256(paste).hexdigest().encode() in out
 
 
@@ -170,7 +170,7 @@ async def test_resize_reaches_child_and_last_resize_wins(client: Client) -> None
     await client.resize(s["id"], 132, 43)
     out = await read_until(client, s["id"], b"43 132")
     assert b"43 132" in out
-    info = [x for x in await client.list() if x["id"] == s["id"]][0]
+    info = next(x for x in await client.list() if x["id"] == s["id"])
     assert (info["cols"], info["rows"]) == (132, 43)
     await client.kill(s["id"])
 
@@ -261,7 +261,7 @@ async def test_session_info_fields(client: Client) -> None:
     r = await client.attach(s["id"])
     assert r["session"]["clients"] == 1 and r["session"]["last_attached_at"] is not None
     await client.detach(s["id"])
-    assert [x for x in await client.list() if x["id"] == s["id"]][0]["clients"] == 0
+    assert next(x for x in await client.list() if x["id"] == s["id"])["clients"] == 0
     await client.kill(s["id"])
 
 

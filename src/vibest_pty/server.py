@@ -293,12 +293,21 @@ class Connection(asyncio.Protocol):
     # -- closing ------------------------------------------------------------------------------------------------
 
     def fail(self, code: str, message: str) -> None:
-        """Report a fatal error and close."""
-        if self._closing:
+        """Report a fatal error and close. Our side is shut for writing and the peer's bytes are drained until it
+        closes (or a timeout): closing with unread input would reset the connection and lose the error frame."""
+        if self._closing or self.transport is None:
             return
         self.send_control(protocol.error(None, code, message))
         self._flush_control()
-        self.close()
+        self._closing = True
+        for sid in list(self.subs):
+            self._unsubscribe(sid)
+        transport = self.transport
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:
+            transport.close()
+        self.server.loop.call_later(CLOSE_TIMEOUT_S, transport.abort)
 
     def close(self) -> None:
         if self._closing or self.transport is None:

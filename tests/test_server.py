@@ -1,0 +1,330 @@
+"""The daemon process: bad input over the wire, limits, socket safety, auth, lifecycle and signals, config."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import msgpack
+import pytest
+
+from vibest_pty import protocol
+from vibest_pty.client import Client, PtyError, connect
+
+from .conftest import Daemon, collect_until_exit
+
+
+def raw_conn(path: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(path)
+    return s
+
+
+def read_frames(s: socket.socket, n: int = 1) -> list[dict[str, object]]:
+    dec = protocol.FrameDecoder()
+    out: list[dict[str, object]] = []
+    while len(out) < n:
+        data = s.recv(65536)
+        if not data:
+            break
+        dec.feed(data)
+        out.extend(m for m in dec.messages() if isinstance(m, dict))
+    return out
+
+
+def frame(payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + payload
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (msgpack.packb([1, 2]), "bad_message"),
+        (b"\xc1", "bad_message"),
+        (msgpack.packb({"type": "list"}) + b"\x00", "bad_message"),
+        (msgpack.packb({"id": 1}), "bad_message"),
+        (msgpack.packb({"type": 5, "id": 1}), "bad_message"),
+        (msgpack.packb({"type": "list", "id": -4}), "bad_message"),
+        (msgpack.packb({"type": "frobnicate", "id": 1}), "unknown_type"),
+        (msgpack.packb({"type": "input", "id": 1, "session": "one", "data": "x"}), "invalid_argument"),
+        (msgpack.packb({"type": "input", "id": 1, "session": 1, "data": 5}), "invalid_argument"),
+        (msgpack.packb({"type": "input", "id": 1, "session": 99, "data": "x"}), "session_not_found"),
+        (msgpack.packb({"type": "resize", "id": 1, "session": 1, "cols": 0, "rows": 10}), "invalid_argument"),
+        (msgpack.packb({"type": "resize", "id": 1, "session": 1, "cols": 65535, "rows": 65535}), "invalid_argument"),
+        (msgpack.packb({"type": "create", "id": 1, "options": {"cols": 2**64 - 1}}), "invalid_argument"),
+        (msgpack.packb({"type": "create", "id": 1, "options": [1]}), "invalid_argument"),
+        (msgpack.packb({"type": "attach", "id": 1, "session": 2**33}), "invalid_argument"),
+        (msgpack.packb({"type": "hello", "id": 1, "protocol": 2}), "unsupported_protocol"),
+        (msgpack.packb({"type": "signal", "id": 1, "session": 1, "signal": "SIGFOO"}), "invalid_argument"),
+        (msgpack.packb({"type": "snapshot", "id": 1, "session": 12345}), "session_not_found"),
+        (msgpack.packb({"type": "detach", "id": 1}), "invalid_argument"),
+    ],
+)
+def test_bad_messages_get_errors_and_connection_survives(daemon: Daemon, payload: bytes, code: str) -> None:
+    s = raw_conn(daemon.socket)
+    s.sendall(frame(payload) + protocol.encode({"type": "list", "id": 77}))
+    err, ok = read_frames(s, 2)
+    assert err["type"] == "error" and err["code"] == code, err
+    assert isinstance(err["message"], str) and err["message"]
+    assert ok == {"type": "ok", "id": 77, "sessions": []}
+    s.close()
+
+
+def test_error_without_id_names_the_request(daemon: Daemon) -> None:
+    s = raw_conn(daemon.socket)
+    s.sendall(protocol.encode({"type": "input", "session": 42, "data": b"x"}))
+    (err,) = read_frames(s)
+    assert err == {"type": "error", "id": None, "code": "session_not_found", "message": "no session 42",
+                   "request": "input", "session": 42}
+    s.close()
+
+
+def test_requests_without_id_get_no_ok(daemon: Daemon) -> None:
+    s = raw_conn(daemon.socket)
+    s.sendall(protocol.encode({"type": "list"}) + protocol.encode({"type": "ack", "session": 1, "count": 1})
+              + protocol.encode({"type": "hello", "id": 5, "protocol": 1}))
+    (reply,) = read_frames(s)
+    assert reply["id"] == 5 and reply["type"] == "ok"
+    s.close()
+
+
+@pytest.mark.parametrize("header", [struct.pack(">I", 0), struct.pack(">I", 0xFFFFFFFF)])
+def test_bad_frame_length_closes_connection_only(daemon: Daemon, header: bytes) -> None:
+    other = raw_conn(daemon.socket)
+    s = raw_conn(daemon.socket)
+    s.sendall(header + b"junk")
+    (err,) = read_frames(s)
+    assert err["code"] == "bad_frame" and err["id"] is None
+    assert s.recv(10) == b"", "closed after bad_frame"
+    other.sendall(protocol.encode({"type": "list", "id": 1}))
+    assert read_frames(other)[0]["type"] == "ok"
+    other.close()
+    s.close()
+
+
+def test_frame_over_configured_max(daemon_factory: object) -> None:
+    d: Daemon = daemon_factory(env={"RUST_PTY_MAX_FRAME": "4096"})  # type: ignore[operator]
+    s = raw_conn(d.socket)
+    s.sendall(protocol.encode({"type": "input", "session": 1, "data": b"x" * 5000}))
+    (err,) = read_frames(s)
+    assert err["code"] == "bad_frame"
+    s.close()
+
+
+def test_half_a_frame_then_silence_harms_no_one(daemon: Daemon) -> None:
+    s = raw_conn(daemon.socket)
+    s.sendall(protocol.encode({"type": "list", "id": 1})[:7])
+    other = raw_conn(daemon.socket)
+    other.sendall(protocol.encode({"type": "list", "id": 2}))
+    assert read_frames(other)[0]["id"] == 2
+    other.close()
+    s.close()
+
+
+async def test_connection_limit(daemon_factory: object) -> None:
+    d: Daemon = daemon_factory(env={"RUST_PTY_MAX_CONNECTIONS": "2"})  # type: ignore[operator]
+    a = await d.client()
+    b = await d.client()
+    s = raw_conn(d.socket)
+    (err,) = read_frames(s)
+    assert err["code"] == "limit_reached"
+    assert s.recv(10) == b""
+    s.close()
+    await b.close()
+    await asyncio.sleep(0.2)
+    c = await d.client()  # a slot is free again
+    await c.close()
+    await a.close()
+
+
+def test_other_uid_is_unauthorized(daemon: Daemon) -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root to run a client as another uid")
+    sockdir = os.path.dirname(daemon.socket)
+    # Let `nobody` reach the socket so the daemon's own uid check is what refuses it.
+    os.chmod(daemon.dir, 0o755)
+    os.chmod(sockdir, 0o711)
+    os.chmod(daemon.socket, 0o666)
+    code = (
+        "import socket,struct,msgpack,sys;s=socket.socket(socket.AF_UNIX);s.connect(sys.argv[1]);"
+        "p=msgpack.packb({'type':'list','id':1});s.sendall(struct.pack('>I',len(p))+p);"
+        "d=b''\nwhile True:\n c=s.recv(4096)\n if not c: break\n d+=c\n"
+        "print(msgpack.unpackb(d[4:])['code'])"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+                          code, daemon.socket], capture_output=True, text=True, env=env, timeout=20)
+    assert out.stdout.strip() == "unauthorized", out.stderr
+    os.chmod(sockdir, 0o700)
+    os.chmod(daemon.socket, 0o600)
+
+
+def test_socket_and_directory_modes(daemon: Daemon) -> None:
+    assert os.stat(os.path.dirname(daemon.socket)).st_mode & 0o777 == 0o700
+    assert os.stat(daemon.socket).st_mode & 0o777 == 0o600
+
+
+def test_already_running_refused(daemon: Daemon, daemon_factory: object) -> None:
+    second = Daemon(daemon.dir)
+    second.start(wait=False)
+    assert second.proc is not None
+    assert second.proc.wait(15) != 0
+    assert "already running" in second.log()
+    # The first daemon is unaffected.
+    s = raw_conn(daemon.socket)
+    s.sendall(protocol.encode({"type": "list", "id": 1}))
+    assert read_frames(s)[0]["type"] == "ok"
+    s.close()
+
+
+def test_two_daemons_started_at_once_one_wins(tmpdir_short: str) -> None:
+    ds = [Daemon(tmpdir_short).start(wait=False) for _ in range(3)]
+    time.sleep(0.2)
+    ds[0].wait_ready() if ds[0].proc and ds[0].proc.poll() is None else None
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and sum(d.proc.poll() is None for d in ds if d.proc) > 1:
+        time.sleep(0.05)
+    alive = [d for d in ds if d.proc and d.proc.poll() is None]
+    assert len(alive) == 1
+    for d in ds:
+        d.stop()
+
+
+def test_stale_socket_is_replaced(tmpdir_short: str) -> None:
+    d = Daemon(tmpdir_short)
+    os.makedirs(os.path.dirname(d.socket), mode=0o700)
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(d.socket)  # a socket file nobody listens on, as a crashed daemon leaves
+    s.close()
+    d.start()
+    c = raw_conn(d.socket)
+    c.sendall(protocol.encode({"type": "list", "id": 1}))
+    assert read_frames(c)[0]["type"] == "ok"
+    c.close()
+    assert d.stop() == 0
+
+
+def test_symlinked_socket_dir_refused(tmpdir_short: str) -> None:
+    real = os.path.join(tmpdir_short, "real")
+    os.mkdir(real, 0o700)
+    os.symlink(real, os.path.join(tmpdir_short, "pty"))
+    d = Daemon(tmpdir_short).start(wait=False)
+    assert d.proc is not None and d.proc.wait(15) == 1
+    assert "symlink" in d.log()
+
+
+def test_group_writable_socket_dir_refused(tmpdir_short: str) -> None:
+    p = os.path.join(tmpdir_short, "pty")
+    os.mkdir(p)
+    os.chmod(p, 0o770)
+    d = Daemon(tmpdir_short).start(wait=False)
+    assert d.proc is not None and d.proc.wait(15) == 1
+    assert "writable by group or others" in d.log()
+
+
+def test_foreign_owned_socket_dir_refused(tmpdir_short: str) -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root to chown")
+    p = os.path.join(tmpdir_short, "pty")
+    os.mkdir(p, 0o700)
+    os.chown(p, 65534, 65534)
+    d = Daemon(tmpdir_short).start(wait=False)
+    assert d.proc is not None and d.proc.wait(15) == 1
+    assert "belongs to uid 65534" in d.log()
+
+
+async def test_sigterm_shuts_down_cleanly(daemon: Daemon) -> None:
+    c = await daemon.client()
+    s = await c.create(shell="/bin/sh", args=["-c", "sleep 60"], attach=True)
+    daemon.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    ev = await c.next_event("shutdown")
+    assert ev["reason"]
+    ex = await c.next_event("exit")
+    assert ex["session"] == s["id"] and ex["signal"] == signal.SIGHUP
+    assert daemon.proc.wait(15) == 0  # type: ignore[union-attr]
+    assert not os.path.exists(daemon.socket)
+    with pytest.raises(ProcessLookupError):
+        os.kill(s["pid"], 0)
+    await c.close()
+
+
+async def test_sigint_shuts_down(daemon: Daemon) -> None:
+    daemon.proc.send_signal(signal.SIGINT)  # type: ignore[union-attr]
+    assert daemon.proc.wait(15) == 0  # type: ignore[union-attr]
+
+
+async def test_sighup_is_ignored(daemon: Daemon, client: Client) -> None:
+    s = await client.create(shell="/bin/sh", args=["-c", "sleep 60"])
+    daemon.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+    await asyncio.sleep(0.3)
+    assert daemon.proc.poll() is None  # type: ignore[union-attr]
+    assert [x["running"] for x in await client.list()] == [True]
+    # The child does not inherit the daemon's ignored SIGHUP: kill still works with SIGHUP alone.
+    await client.attach(s["id"], snapshot=False)
+    await client.kill(s["id"])
+    _, ev = await collect_until_exit(client, s["id"])
+    assert ev["signal"] == signal.SIGHUP
+
+
+async def test_hello_and_stats(client: Client, daemon: Daemon) -> None:
+    h = await client.hello()
+    assert h["protocol"] == 1 and h["pid"] == daemon.pid and "snapshot" in h["features"]
+    s = await client.create(shell="/bin/sh", args=["-c", "cat"], attach=True)
+    await client.input(s["id"], "abc\n")
+    await asyncio.sleep(0.2)
+    st = await client.stats()
+    for key in ("uptime", "connections", "sessions", "running", "bytes_in", "bytes_out", "rss", "queues"):
+        assert key in st
+    assert st["bytes_in"] == 4 and st["bytes_out"] >= 8 and st["rss"] > 1_000_000
+    assert st["queues"][0]["session"] == s["id"]
+    await client.kill(s["id"])
+
+
+def run_daemon(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vibest_pty", *args], capture_output=True, text=True, timeout=20,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "needle"),
+    [
+        ({"RUST_PTY_MAX_SESSIONS": "lots"}, [], "RUST_PTY_MAX_SESSIONS"),
+        ({"RUST_PTY_FLOW_THRESHOLD": "-5"}, [], "RUST_PTY_FLOW_THRESHOLD"),
+        ({"RUST_PTY_FLOW_AUTO_DISCONNECT": "maybe"}, [], "RUST_PTY_FLOW_AUTO_DISCONNECT"),
+        ({"RUST_PTY_FLOW_THRESHOLD": "20000"}, [], "RUST_PTY_FLOW_THRESHOLD"),
+        ({}, ["--max-connections", "0"], "--max-connections"),
+        ({}, ["--log-level", "loud"], "--log-level"),
+        ({}, ["--bogus"], "unrecognized"),
+    ],
+)
+def test_invalid_config_exits_2_naming_it(env: dict[str, str], args: list[str], needle: str) -> None:
+    r = run_daemon(args, env)
+    assert r.returncode == 2
+    assert needle in r.stderr
+
+
+def test_version() -> None:
+    r = run_daemon(["--version"])
+    assert r.returncode == 0 and "vibest-pty-daemon 0.1.0" in r.stdout
+
+
+async def test_many_clients_come_and_go(daemon: Daemon, client: Client) -> None:
+    s = await client.create(shell="/bin/sh", args=["-c", "cat"], attach=True)
+    for _ in range(30):
+        c = await connect(daemon.socket)
+        await c.attach(s["id"])
+        await c.close()
+    st = await client.stats()
+    assert st["connections"] == 1
+    await client.input(s["id"], "still here\n")
+    ev = await client.next_event("output")
+    assert b"still here" in ev["data"]
+    with pytest.raises(PtyError):
+        await client.request("attach", session="x")
