@@ -17,7 +17,9 @@ def _lines(n: int, sgr: bool) -> bytes:
     if sgr:
         fmt = "\x1b[1;3{c}mred\x1b[0m \x1b[38;5;{p}mpal\x1b[0m \x1b[38;2;{p};100;{q}mtrue\x1b[4m col\x1b[0m {i}\r\n"
         return "".join(fmt.format(c=i % 8, p=i % 256, q=(i * 7) % 256, i=i) for i in range(n)).encode()
-    return "".join(f"log line {i} with enough words to look like real program output\r\n" for i in range(n)).encode()
+    return "".join(
+        f"log line {i} with enough words to look like real program output\r\n" for i in range(n)
+    ).encode()
 
 
 def feed_mbps(data: bytes, scrollback: int = 10_000) -> float:
@@ -72,7 +74,9 @@ def main() -> None:
     print(f"feed SGR-dense text  : {feed_mbps(sgr):7.0f} MB/s")
     for alt in (False, True):
         ms, size = snapshot_ms(alt)
-        print(f"snapshot 10k lines 80x24{' (alt screen active)' if alt else ''}: {ms:.1f} ms, {size / 1e6:.2f} MB")
+        print(
+            f"snapshot 10k lines 80x24{' (alt screen active)' if alt else ''}: {ms:.1f} ms, {size / 1e6:.2f} MB"
+        )
     print(f"memory per terminal, 10k lines of history at 80 cols: {memory_per_terminal_mb():.1f} MB")
 
 
