@@ -1,0 +1,30 @@
+export { createClient, defaultSocketPath, PtyDaemonClient, PROTOCOL_VERSION, SDK_VERSION } from "./client.js";
+export type { AutoStartOptions, ClientOptions, ReconnectOptions, WaitOptions } from "./client.js";
+export { PtyDaemonError } from "./errors.js";
+export type { ClientErrorCode, ErrorCode, ProtocolErrorCode } from "./errors.js";
+export type {
+  BackpressureWarningEvent,
+  ClientEvents,
+  CloseEvent,
+  DisconnectEvent,
+  EventName,
+  ExitEvent,
+  Listener,
+  OutputEvent,
+  ReattachResult,
+  ReconnectEvent,
+  ResyncEvent,
+  ShutdownEvent,
+} from "./events.js";
+export {
+  DEFAULT_MAX_FRAME,
+  encodeFrame,
+  FrameDecoder,
+  FrameError,
+  isMalformed,
+  Malformed,
+  pack,
+  unpackPayload,
+} from "./codec.js";
+export type { Message } from "./codec.js";
+export type * from "./types.js";

@@ -1,0 +1,106 @@
+/** Protocol data types (docs/protocol.md). Field names are the wire's (snake_case). */
+
+export interface SessionInfo {
+  id: number;
+  pid: number;
+  command: string[];
+  name: string;
+  tags: Record<string, string>;
+  cwd: string;
+  title: string;
+  cols: number;
+  rows: number;
+  /** Unix seconds. */
+  created_at: number;
+  last_attached_at: number | null;
+  running: boolean;
+  exit_code: number | null;
+  exit_signal: number | null;
+  /** Connections attached to it. */
+  clients: number;
+}
+
+export interface Snapshot {
+  /** Written into a fresh terminal of cols x rows, reproduces scrollback, screen, attributes, cursor and modes. */
+  data: Uint8Array;
+  /** The session's output offset the snapshot was taken at. */
+  offset: number;
+  cols: number;
+  rows: number;
+  /** 0-based [column, row]. */
+  cursor: [number, number];
+  cursor_visible: boolean;
+  alt_screen: boolean;
+  modes: Record<string, boolean>;
+  title: string;
+  cwd: string | null;
+  scrollback_lines: number;
+}
+
+export interface HelloInfo {
+  protocol: number;
+  version: string;
+  pid: number;
+  features: string[];
+}
+
+export interface CreateSessionOptions {
+  /** Program to run; a name without `/` is looked up in PATH. Default: the daemon's $SHELL, else /bin/sh. */
+  shell?: string;
+  args?: string[];
+  /** Must be an existing directory. Default: the daemon's $HOME. */
+  cwd?: string;
+  /** Merged over the daemon's environment. */
+  env?: Record<string, string>;
+  cols?: number;
+  rows?: number;
+  name?: string;
+  tags?: Record<string, string>;
+  /** Subscribe this client from the very first byte (offset 0). */
+  attach?: boolean;
+}
+
+export interface AttachOptions {
+  /** Send the terminal state at `offset` (default true). */
+  snapshot?: boolean;
+  /** Replay raw output from this offset if it is still in the daemon's replay window (else a snapshot is sent). */
+  since?: number;
+}
+
+export interface AttachResult {
+  session: SessionInfo;
+  /** Live `output` events follow from this offset: no gap, no duplicate. */
+  offset: number;
+  snapshot?: Snapshot;
+  /** Raw output bytes from `since` to `offset` (when `since` was given and within the replay window). */
+  replay?: Uint8Array;
+}
+
+export type BackpressureLevel = "green" | "yellow" | "red";
+
+export interface QueueStats {
+  session: number;
+  connection: number;
+  events: number;
+  bytes: number;
+  level: BackpressureLevel;
+}
+
+export interface Stats {
+  /** Seconds. */
+  uptime: number;
+  connections: number;
+  sessions: number;
+  running: number;
+  bytes_in: number;
+  bytes_out: number;
+  rss: number;
+  queues: QueueStats[];
+}
+
+export type SignalName =
+  | "SIGHUP" | "SIGINT" | "SIGQUIT" | "SIGKILL" | "SIGTERM" | "SIGUSR1" | "SIGUSR2" | "SIGSTOP" | "SIGCONT"
+  | "SIGTSTP" | "SIGWINCH" | "SIGALRM" | "SIGPIPE";
+
+/** Signal names the daemon accepts ("SIGINT", "INT", any case) or a number. */
+export type SignalSpec = SignalName | (string & {}) | number;
