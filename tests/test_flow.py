@@ -1,0 +1,194 @@
+"""Flow control through a real daemon: a stuck client never costs memory without bound, never slows anyone
+else, and never silently misses output (warnings, then a resync, or a disconnect when so configured)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from vibest_pty import protocol
+from vibest_pty.client import Client
+
+from .conftest import Daemon, collect_until_exit
+
+FLOOD_BYTES = 20_000_000
+SMALL_QUEUE = {"RUST_PTY_FLOW_MAX_QUEUE_BYTES": str(1 << 20), "RUST_PTY_FLOW_MAX_QUEUE_SIZE": "2048",
+               "RUST_PTY_FLOW_THRESHOLD": "512"}
+
+
+class RawReader:
+    """A client made of a plain socket, read only when the test says so."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.connect(path)
+        self.dec = protocol.FrameDecoder()
+
+    def send(self, msg: dict[str, Any]) -> None:
+        self.sock.sendall(protocol.encode(msg))
+
+    async def frames(self, until: str, timeout: float = 60.0, chunk_delay: float = 0.0) -> list[dict[str, Any]]:
+        """Read frames until one of type `until` arrives."""
+        loop = asyncio.get_running_loop()
+        self.sock.setblocking(False)
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            data = await asyncio.wait_for(loop.sock_recv(self.sock, 65536), deadline - time.monotonic())
+            if not data:
+                break
+            self.dec.feed(data)
+            for m in self.dec.messages():
+                assert isinstance(m, dict)
+                out.append(m)
+                if m["type"] == until:
+                    return out
+            if chunk_delay:
+                await asyncio.sleep(chunk_delay)
+        raise AssertionError(f"no {until}: last {[m['type'] for m in out[-5:]]}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def _flood_with_stuck_and_fast_client(d: Daemon) -> tuple[RawReader, bytes, dict[str, Any], int]:
+    fast = await d.client()
+    s = await fast.create(shell="/bin/sh", args=["-c", "stty -opost; sleep 0.3; yes 'flow control line' | head -c %d" % FLOOD_BYTES])
+    await fast.attach(s["id"])
+    stuck = RawReader(d.socket)
+    stuck.send({"type": "attach", "id": 1, "session": s["id"]})
+    peak_rss = 0
+
+    async def watch() -> None:
+        nonlocal peak_rss
+        w = await d.client()
+        while True:
+            peak_rss = max(peak_rss, (await w.stats())["rss"])
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.create_task(watch())
+    out, ev = await collect_until_exit(fast, s["id"], timeout=120)
+    watcher.cancel()
+    await fast.close()
+    return stuck, out, ev, peak_rss
+
+
+async def test_stuck_client_gets_warnings_then_resync_and_fast_client_everything(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory(env=SMALL_QUEUE)
+    stuck, out, ev, peak_rss = await _flood_with_stuck_and_fast_client(d)
+    assert ev["code"] == 0
+    assert len(out) == FLOOD_BYTES, "the fast client got every byte, in order (offsets checked)"
+    assert out[:18] == b"flow control line\n"
+    assert peak_rss < 150 * 1024 * 1024, f"daemon RSS {peak_rss / 2**20:.0f} MiB while a client was stuck"
+
+    # Now the stuck client reads: whatever it got is contiguous, nothing is silently lost.
+    frames = await stuck.frames(until="exit")
+    types = [f["type"] for f in frames]
+    levels = [f["level"] for f in frames if f["type"] == "backpressure_warning"]
+    assert "yellow" in levels and "red" in levels
+    assert "resync" in types
+    expected = None
+    total = 0
+    for f in frames:
+        if f["type"] == "ok":
+            expected = f["offset"]
+        elif f["type"] == "output":
+            assert f["offset"] == expected, "no gap, no duplicate"
+            expected += len(f["data"])
+        elif f["type"] == "resync":
+            snap = f["snapshot"]
+            assert snap["offset"] >= (expected or 0)
+            expected = snap["offset"]
+        total = expected or 0
+    assert total == FLOOD_BYTES, "after the resync the stuck client reaches the same end as everyone"
+    stuck.close()
+
+
+async def test_auto_disconnect_policy(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory(env={**SMALL_QUEUE, "RUST_PTY_FLOW_AUTO_DISCONNECT": "true"})
+    stuck, out, _, _ = await _flood_with_stuck_and_fast_client(d)
+    assert len(out) == FLOOD_BYTES
+    stuck.sock.setblocking(False)
+    frames: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    while True:
+        data = await asyncio.wait_for(loop.sock_recv(stuck.sock, 65536), 10)
+        if not data:
+            break  # closed by the daemon
+        stuck.dec.feed(data)
+        frames.extend(m for m in stuck.dec.messages() if isinstance(m, dict))
+    warnings = [f for f in frames if f["type"] == "backpressure_warning"]
+    assert warnings and warnings[-1]["level"] == "red"
+    assert not any(f["type"] == "resync" for f in frames)
+    stuck.close()
+
+
+async def test_flood_does_not_delay_replies_or_other_sessions_on_same_connection(daemon: Daemon) -> None:
+    """One connection, two sessions: one floods, the client reads slowly; a reply and an echo from the other
+    session still come quickly because the writer serves control first and sessions round-robin."""
+    c = await daemon.client()
+    echo = await c.create(shell="/bin/sh", args=["-c", "stty -echo; cat"], attach=True)
+    flood = await c.create(shell="/bin/sh", args=["-c", "yes 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'"])
+    slow = RawReader(daemon.socket)
+    slow.send({"type": "attach", "id": 1, "session": flood["id"]})
+    slow.send({"type": "attach", "id": 2, "session": echo["id"]})
+    await asyncio.sleep(0.5)  # let the flood build a backlog in the daemon
+    slow.sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+
+    async def slow_read_until(pred: Any, budget: float) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < budget:
+            data = await loop.sock_recv(slow.sock, 16384)
+            slow.dec.feed(data)
+            for m in slow.dec.messages():
+                if isinstance(m, dict) and pred(m):
+                    return time.monotonic() - t0
+            await asyncio.sleep(0.005)  # ~3 MB/s at most: far slower than the flood
+        raise AssertionError("not seen within the budget")
+
+    slow.send({"type": "list", "id": 99})
+    t_reply = await slow_read_until(lambda m: m.get("id") == 99, 20)
+    await c.input(echo["id"], "ping-7\n")
+    t_echo = await slow_read_until(
+        lambda m: m["type"] == "output" and m["session"] == echo["id"] and b"ping-7" in m["data"], 20
+    )
+    st = await c.stats()
+    backlog = max(q["bytes"] for q in st["queues"] if q["session"] == flood["id"])
+    # Without fairness the reply would wait behind the flood's backlog (megabytes at ~3 MB/s: seconds).
+    assert t_reply < 1.0, (t_reply, backlog)
+    assert t_echo < 1.0, (t_echo, backlog)
+    await c.kill(flood["id"])
+    await c.close()
+    slow.close()
+
+
+@pytest.mark.parametrize("sessions", [3])
+async def test_stuck_client_does_not_slow_other_sessions(daemon_factory: Any, sessions: int) -> None:
+    d: Daemon = daemon_factory(env=SMALL_QUEUE)
+    c: Client = await d.client()
+    flood = await c.create(shell="/bin/sh", args=["-c", "yes"])
+    stuck = RawReader(d.socket)
+    stuck.send({"type": "attach", "id": 1, "session": flood["id"]})
+    await asyncio.sleep(0.3)
+    s = await c.create(shell="/bin/sh", args=["-c", "stty -echo; cat"], attach=True)
+    await asyncio.sleep(0.2)
+    times = []
+    for i in range(20):
+        t0 = time.monotonic()
+        await c.input(s["id"], f"k{i}\n")
+        while True:
+            ev = await c.next_event("output")
+            if ev["session"] == s["id"] and f"k{i}".encode() in ev["data"]:
+                break
+        times.append(time.monotonic() - t0)
+    times.sort()
+    assert times[len(times) // 2] < 0.1, times
+    await c.kill(flood["id"])
+    await c.close()
+    stuck.close()
