@@ -1,0 +1,426 @@
+"""The `vibest-pty` command: parsing and formatting as units, the plain commands as subprocesses against a real
+daemon, and `attach` for real inside a private tmux server (keys in with send-keys, the screen out with
+capture-pane, always polled against a deadline rather than slept on)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vibest_pty import cli
+
+from .conftest import Daemon
+
+BIN = Path(sys.executable).parent
+CLI = [str(BIN / "vibest-pty")] if (BIN / "vibest-pty").exists() else [sys.executable, "-m", "vibest_pty.cli"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Units: argument parsing, escapes, formatting, mode tracking
+
+
+def test_parse_key() -> None:
+    assert cli.parse_key("^\\") == 0x1C
+    assert cli.parse_key("^]") == 0x1D
+    assert cli.parse_key("^a") == cli.parse_key("ctrl-a") == cli.parse_key("C-A") == 0x01
+    assert cli.parse_key("^?") == 0x7F
+    assert cli.parse_key("q") == ord("q")
+    assert cli.parse_key("none") is None
+    for bad in ("^1", "ctrl-alt-x", "xy", "é"):
+        with pytest.raises(Exception, match="bad key"):
+            cli.parse_key(bad)
+
+
+def test_unescape() -> None:
+    assert cli.unescape(r"ls -l\n") == b"ls -l\n"
+    assert cli.unescape(r"\x03\e[A\r\t\\n") == b"\x03\x1b[A\r\t\\n"
+    assert cli.unescape(r"\u00e9\0\177") == "é".encode() + b"\x00\x7f"
+    assert cli.unescape("naïve ✓") == "naïve ✓".encode()
+    with pytest.raises(cli.CliError, match="unknown escape"):
+        cli.unescape(r"\q")
+
+
+def test_parse_args(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUST_PTY_SOCKET_PATH", "/tmp/env.sock")
+    a = cli.parse_args(["new", "-d", "--name", "w", "--env", "A=1", "-e", "B=x=y", "--tag", "wt=3", "--",
+                        "vim", "-u", "NONE", "--", "f"])
+    assert (a.command, a.detached, a.name, a.socket) == ("new", True, "w", "/tmp/env.sock")
+    assert a.env == [("A", "1"), ("B", "x=y")] and a.tag == [("wt", "3")]
+    assert a.cmd == ["vim", "-u", "NONE", "--", "f"]
+    assert cli.parse_args(["new"]).cmd == []
+    assert cli.parse_args(["new"]).detach_key == 0x1C
+    # --socket before or after the command
+    assert cli.parse_args(["--socket", "/a", "ls"]).socket == "/a"
+    assert cli.parse_args(["ls", "--socket", "/b", "--json"]).socket == "/b"
+    assert cli.parse_args(["list"]).command == "list"
+    a = cli.parse_args(["attach", "build", "--detach-key", "^]"])
+    assert (a.session, a.detach_key) == ("build", 0x1D)
+    assert cli.parse_args(["send", "3", "--stdin"]).stdin
+    assert cli.parse_args(["snapshot", "3"]).format == "text"
+    assert cli.parse_args(["signal", "3", "INT"]).signal == "INT"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["frobnicate"], ["attach"], ["new", "--env", "NOEQUALS"], ["new", "--detach-key", "^^^"],
+     ["send", "3"], ["send", "3", "x", "--stdin"], ["snapshot", "3", "--format", "html"], ["signal", "3"]],
+)
+def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.parse_args(argv)
+    assert e.value.code == 2
+    assert "vibest-pty" in capsys.readouterr().err
+
+
+def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "vibest-pty attach" in out and "vibest-pty-daemon" in out
+
+
+def _info(**kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": 1, "pid": 100, "command": ["bash"], "name": "", "tags": {}, "cwd": "/home/u/src", "title": "",
+        "cols": 80, "rows": 24, "created_at": 1000.0, "last_attached_at": None, "running": True,
+        "exit_code": None, "exit_signal": None, "clients": 0,
+    }
+    return base | kw
+
+
+def test_format_table() -> None:
+    sessions = [
+        _info(id=12, name="build", command=["sh", "-c", "make -j8 && echo done"], cwd="/srv/x", created_at=1000 - 7200,
+              running=False, exit_code=2),
+        _info(id=3, clients=2, cols=120, rows=40),
+        _info(id=4, running=False, exit_signal=9, command=["x" * 60], cwd="/home/u/" + "d" * 60),
+    ]
+    out = cli.format_table(sessions, now=1090.0, home="/home/u").splitlines()
+    assert out[0].split() == ["ID", "NAME", "PID", "COMMAND", "CWD", "SIZE", "CLIENTS", "STATE", "AGE"]
+    assert [ln.split()[0] for ln in out[1:]] == ["3", "4", "12"]  # sorted by id
+    assert out[1].split() == ["3", "100", "bash", "~/src", "120x40", "2", "running", "1m"]
+    assert "exited SIGKILL" in out[2] and "…" in out[2] and "exited 2" in out[3]
+    assert "'make -j8 && echo done'" in out[3] and out[3].endswith("2h")
+    # columns line up
+    col = out[0].index("STATE")
+    assert all(ln[col:].split()[0] in ("STATE", "running", "exited") for ln in out)
+
+
+def test_format_helpers() -> None:
+    assert [cli.format_age(s) for s in (0, 59, 60, 3599, 3600, 86400 * 3)] == ["0s", "59s", "1m", "59m", "1h", "3d"]
+    assert cli.format_state(_info()) == "running"
+    assert cli.format_state(_info(running=False, exit_code=0)) == "exited 0"
+    assert cli.format_state(_info(running=False, exit_signal=15)) == "exited SIGTERM"
+    stats = {"uptime": 65.0, "connections": 2, "sessions": 3, "running": 1, "bytes_in": 10, "bytes_out": 4096,
+             "rss": 30 << 20, "queues": [{"session": 1, "connection": 2, "events": 0, "bytes": 0, "level": "green"}]}
+    out = cli.format_stats(stats)
+    assert "3 (1 running)" in out and "4.0 KiB" in out and "30.0 MiB" in out and "green" in out
+
+
+def _state(m: cli.ModeTracker) -> tuple[int | None, bool]:
+    return m.alt, m.origin
+
+
+def test_mode_tracker() -> None:
+    m = cli.ModeTracker()
+    m.feed(b"abc\x1b[?10")
+    m.feed(b"49h\x1b[?6h")
+    assert _state(m) == (1049, True)
+    seq = m.restore_sequence()
+    assert seq.startswith(b"\x1b[?1049l\x1b[?6l") and b"\x1b[?25h" in seq and b"\x1b[?2004l" in seq
+    m.feed(b"\x1b[?1049l\x1b[?1;47h")
+    assert _state(m) == (47, True)
+    m.feed(b"\x1bc")
+    assert _state(m) == (None, False)
+    assert not m.restore_sequence().startswith(b"\x1b[?1049l")
+
+
+def test_strip_vt() -> None:
+    data = b"\x1b]2;title\x1b\\\x1b[1;31mred\x1b[0m text\r\nline2   \r\n\r\n\x1b[3;1H\x1b(B"
+    assert cli.strip_vt(data) == "red text\nline2\n"
+    assert cli.strip_vt(b"shell\r\n\x1b[?1049h\x1b[Hvim screen\r\n~") == "vim screen\n~\n"
+    assert cli.strip_vt(b"") == ""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Plain commands against a real daemon
+
+
+def run_cli(daemon: Daemon | None, *args: str, input: bytes | None = None, socket: str | None = None,
+            timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["RUST_PTY_SOCKET_PATH"] = socket or (daemon.socket if daemon else "/nonexistent/socket")
+    return subprocess.run(
+        [*CLI, *args], env=env, input=input.decode() if input is not None else None, capture_output=True,
+        text=True, timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL,
+    )
+
+
+def wait_until(fn: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def sessions_json(daemon: Daemon) -> list[dict[str, Any]]:
+    r = run_cli(daemon, "ls", "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+
+def test_daemon_not_running() -> None:
+    r = run_cli(None, "ls", socket="/nonexistent/vp/socket")
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1
+    assert "daemon not running" in r.stderr and "vibest-pty-daemon" in r.stderr and "./run" in r.stderr
+
+
+def test_commands(daemon: Daemon, tmp_path: Path) -> None:
+    r = run_cli(daemon, "ls")
+    assert r.returncode == 0 and r.stdout == "" and "no sessions" in r.stderr
+    r = run_cli(daemon, "new", "-d", "--name", "sh1", "--cwd", str(tmp_path), "--env", "GREETING=hi there",
+                "--tag", "wt=7", "--", "sh")
+    assert r.returncode == 0, r.stderr
+    sid = int(r.stdout)
+    # not a terminal: `new` without -d refuses before creating anything
+    r = run_cli(daemon, "new", "--", "sh")
+    assert r.returncode == 1 and "terminal" in r.stderr
+    [info] = sessions_json(daemon)
+    assert (info["id"], info["name"], info["tags"], info["command"]) == (sid, "sh1", {"wt": "7"}, ["sh"])
+    assert info["cwd"] == str(tmp_path) and info["running"]
+
+    r = run_cli(daemon, "send", "sh1", r'echo "$GREETING-$((6*7))"\n')
+    assert r.returncode == 0, r.stderr
+    r = run_cli(daemon, "send", str(sid), "--stdin", input=b"echo from-stdin\n")
+    assert r.returncode == 0, r.stderr
+
+    def screen() -> str:
+        r = run_cli(daemon, "snapshot", str(sid))
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    text = wait_until(lambda: (s := screen()) and "from-stdin\n" in s and s, what="both outputs")
+    assert "hi there-42" in text and "\x1b" not in text
+    r = run_cli(daemon, "snapshot", "sh1", "--format", "ansi")
+    assert r.returncode == 0 and "hi there-42" in r.stdout
+
+    table = run_cli(daemon, "ls").stdout.splitlines()
+    assert table[0].startswith("ID") and table[1].split()[:4] == [str(sid), "sh1", str(info["pid"]), "sh"]
+    assert "running" in table[1]
+
+    # a long-running foreground job gets the signal, the shell survives
+    run_cli(daemon, "send", "sh1", r"sleep 30; echo after-sleep\n")
+    time.sleep(0.3)
+    r = run_cli(daemon, "signal", "sh1", "INT")
+    assert r.returncode == 0, r.stderr
+    r = run_cli(daemon, "signal", "sh1", "NOPE")
+    assert r.returncode == 1 and "signal" in r.stderr and "NOPE" in r.stderr
+
+    # errors: unknown session, ambiguous name
+    for cmd in (["kill", "99"], ["send", "nosuch", "x"], ["snapshot", "42"], ["attach", "x"]):
+        r = run_cli(daemon, *cmd)
+        assert r.returncode == 1, cmd
+        assert r.stderr.count("\n") == 1, r.stderr
+    assert "no session '99'" in run_cli(daemon, "kill", "99").stderr
+    run_cli(daemon, "new", "-d", "--name", "sh1", "--", "sh")
+    r = run_cli(daemon, "kill", "sh1")
+    assert r.returncode == 1 and "2 sessions are named 'sh1'" in r.stderr
+
+    r = run_cli(daemon, "kill", str(sid))
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: not [s for s in sessions_json(daemon) if s["id"] == sid and s["running"]], what="exit")
+    assert "exited SIGHUP" in run_cli(daemon, "ls").stdout
+    r = run_cli(daemon, "kill", str(sid))  # exited: removes the record
+    assert r.returncode == 0
+    assert sid not in [s["id"] for s in sessions_json(daemon)]
+
+    r = run_cli(daemon, "stats")
+    assert r.returncode == 0 and "uptime" in r.stdout and "running" in r.stdout
+    st = json.loads(run_cli(daemon, "stats", "--json").stdout)
+    assert st["running"] == 1 and "type" not in st
+
+
+# ---------------------------------------------------------------------------------------------------------
+# attach, for real, in tmux
+
+
+class Tmux:
+    """A private tmux server (its own socket) with one 100x30 window running a plain bash."""
+
+    def __init__(self, directory: str, env: dict[str, str]) -> None:
+        self.socket = os.path.join(directory, "tmux.sock")
+        self.env = env
+        self.tmux("new-session", "-d", "-x", "100", "-y", "30", "-s", "t",
+                  "env PS1='outer$ ' bash --norc --noprofile")
+
+    def tmux(self, *args: str) -> str:
+        r = subprocess.run(["tmux", "-S", self.socket, "-f", "/dev/null", *args], env=self.env,
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    def type(self, text: str, enter: bool = True) -> None:
+        self.tmux("send-keys", "-t", "t", "-l", text)
+        if enter:
+            self.tmux("send-keys", "-t", "t", "Enter")
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", "-t", "t", *keys)
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", "t")
+
+    def cursor(self) -> tuple[int, int]:
+        x, y = self.tmux("display-message", "-p", "-t", "t", "#{cursor_x},#{cursor_y}").split(",")
+        return int(x), int(y)
+
+    def wait(self, what: str | Callable[[str], bool], timeout: float = 15.0) -> str:
+        """The screen once it contains `what` (or satisfies it)."""
+        check = what if callable(what) else (lambda s: what in s)
+        deadline = time.monotonic() + timeout
+        while True:
+            s = self.screen()
+            if check(s):
+                return s
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what!r}; screen:\n{s}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], env=self.env, capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def tmux(daemon: Daemon) -> Iterator[Tmux]:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    env = {
+        "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "HOME": os.environ.get("HOME", "/tmp"),
+        "TERM": "xterm-256color", "LANG": "C.UTF-8", "PS1": "outer$ ", "HISTFILE": "/dev/null",
+        "RUST_PTY_SOCKET_PATH": daemon.socket, "TMUX_TMPDIR": daemon.dir,
+    }
+    t = Tmux(daemon.dir, env)
+    try:
+        t.wait("outer$")
+        yield t
+    finally:
+        t.kill()
+
+
+# The prompt is expanded by bash, so waiting for "in42>" does not match the command line that set it.
+INNER = "--env 'PS1=in$((40+2))> ' --env HISTFILE=/dev/null -- bash --norc --noprofile"
+
+
+def _fullscreen_app(tmp: str) -> tuple[str, Callable[[Tmux], None], str]:
+    """A full-screen program on the alternate screen: vim if installed, else a small curses script.
+
+    Returns the command, a function that types some text into it, and that text."""
+    if shutil.which("vim"):
+        def edit(t: Tmux) -> None:
+            t.type("ihello from vim", enter=False)
+            t.keys("Escape")
+        return f"vim -u NONE -N -i NONE {tmp}/file.txt", edit, "hello from vim"
+    script = Path(tmp) / "app.py"
+    script.write_text(
+        "import curses\n"
+        "def main(w):\n"
+        "    w.addstr(0, 0, 'curses app'); w.refresh()\n"
+        "    s = ''\n"
+        "    while (c := w.getch()) != 27:\n"
+        "        s += chr(c); w.addstr(1, 0, s); w.refresh()\n"
+        "    w.getch()\n"
+        "curses.wrapper(main)\n"
+    )
+
+    def type_(t: Tmux) -> None:
+        t.type("hello from curses", enter=False)
+        t.keys("Escape")
+    return f"{shlex.quote(sys.executable)} {script}", type_, "hello from curses"
+
+
+def test_attach_detach_reattach_resize_exit(tmux: Tmux, daemon: Daemon) -> None:
+    tmux.type(f"vibest-pty new --name demo {INNER}; echo \"new-rc=$?\"")
+    tmux.wait("in42>")
+    [info] = sessions_json(daemon)
+    sid = info["id"]
+    assert (info["cols"], info["rows"], info["clients"]) == (100, 30, 1)  # sized to the terminal
+
+    # keystrokes in, output out
+    tmux.type("echo hello-$((6*7))")
+    tmux.wait("hello-42")
+
+    # a full-screen app on the alternate screen
+    cmd, edit, text = _fullscreen_app(daemon.dir)
+    tmux.type(cmd)
+    tmux.wait(lambda s: s.count("~") > 10 if "vim" in cmd else "curses app" in s)
+    edit(tmux)
+    # vim leaves insert mode once its escape timeout passes; wait until the screen settles
+    before = tmux.wait(lambda s: text in s and "INSERT" not in s)
+    before_cursor = tmux.cursor()
+
+    # detach: the terminal comes back (alternate screen left), the command says why and exits 0
+    tmux.keys("C-\\")
+    after = tmux.wait("new-rc=0")
+    assert f"[detached from session {sid}]" in after
+    assert text not in after and "hello-42" in after  # back on the normal screen
+    wait_until(lambda: sessions_json(daemon)[0]["clients"] == 0, what="clients == 0")
+    tmux.type("clear")
+    tmux.wait(lambda s: "hello-42" not in s)
+
+    # reattach: the same screen, cursor included
+    tmux.type('vibest-pty attach demo; echo "attach-rc=$?"')
+    tmux.wait(lambda s: s == before)
+    assert tmux.cursor() == before_cursor
+    assert sessions_json(daemon)[0]["clients"] == 1
+
+    # the session follows the terminal's size
+    tmux.tmux("resize-window", "-t", "t", "-x", "120", "-y", "40")
+    wait_until(lambda: (lambda s: (s["cols"], s["rows"]) == (120, 40))(sessions_json(daemon)[0]), what="resize")
+    if "vim" in cmd:
+        tmux.wait(lambda s: len(s.splitlines()) == 40 and text in s)
+
+    # leave the app, exit the shell with 7: attach exits 7 too
+    if "vim" in cmd:
+        tmux.type(":q!")
+    else:
+        tmux.keys("x")
+    tmux.wait(lambda s: text not in s and "in42>" in s)
+    tmux.type("exit 7")
+    out = tmux.wait("attach-rc=7")
+    assert f"[session {sid} exited with code 7]" in out
+    assert not sessions_json(daemon)[0]["running"]
+
+
+def test_new_with_command_signal_exit_and_detach_key(tmux: Tmux, daemon: Daemon) -> None:
+    # a custom detach key; Ctrl-\ then goes to the program like any other key
+    tmux.type(f"vibest-pty new --detach-key '^]' --name k {INNER}; echo \"rc1=$?\"")
+    tmux.wait("in42>")
+    tmux.keys("C-\\")
+    tmux.type("echo still-here")
+    tmux.wait("still-here\n")
+    tmux.keys("C-]")
+    tmux.wait("rc1=0")
+    # a program killed by a signal: 128 + signal, like a shell
+    tmux.type("vibest-pty new -- sh -c 'echo started; kill -9 $$'; echo \"rc2=$?\"")
+    out = tmux.wait(lambda s: re.search(r"rc2=\d", s) is not None)
+    assert "rc2=137" in out and "exited on signal SIGKILL]" in out
+    # attaching an unknown session: one line, exit 1, the terminal untouched
+    tmux.type("vibest-pty attach nosuch; echo \"rc3=$?\"")
+    out = tmux.wait(lambda s: re.search(r"rc3=\d", s) is not None)
+    assert "rc3=1" in out and "vibest-pty: no session 'nosuch'" in out
