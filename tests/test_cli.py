@@ -153,6 +153,43 @@ def test_strip_vt() -> None:
     assert cli.strip_vt(b"") == ""
 
 
+class _FakeClient:
+    def on(self, event: str, fn: Callable[[dict[str, Any]], None]) -> None:
+        pass
+
+
+async def test_attachment_offsets_resync_exit() -> None:
+    """Output already in the painted snapshot is skipped or trimmed; resync repaints (leaving the alternate
+    screen the old picture was on); a signal exit becomes 128 + signal."""
+    r, w = os.pipe()
+    try:
+        att = cli.Attachment(_FakeClient(), 0x1C, in_fd=-1, out_fd=w)  # type: ignore[arg-type]
+        att.sid = 5
+        att._paint({"data": b"SNAP\x1b[?1049h", "offset": 10, "modes": {}})
+        att._ready = True
+        for ev in [
+            {"type": "output", "session": 5, "offset": 4, "data": b"old"},  # before the snapshot
+            {"type": "output", "session": 5, "offset": 8, "data": b"xxNEW"},  # straddles it
+            {"type": "output", "session": 6, "offset": 13, "data": b"other"},  # another session
+            {"type": "output", "session": 5, "offset": 13, "data": b"\x1b[?100"},
+            {"type": "output", "session": 5, "offset": 21, "data": b"2h"},
+            {"type": "resync", "session": 5, "snapshot": {"data": b"FRESH", "offset": 100}},
+            {"type": "output", "session": 5, "offset": 90, "data": b"late"},
+            {"type": "output", "session": 5, "offset": 100, "data": b"!"},
+            {"type": "exit", "session": 5, "code": None, "signal": 15},
+        ]:
+            att._on_event(ev)
+        assert att._outcome.result() == ("exit", 143)
+        out = os.read(r, 65536)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert out.index(b"SNAP") < out.index(b"NEW") < out.index(b"\x1b[?1049l") < out.index(b"FRESH")
+    assert out.endswith(b"FRESH!")
+    assert b"old" not in out and b"xx" not in out and b"other" not in out and b"late" not in out
+    assert _state(att.modes) == (None, False)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Plain commands against a real daemon
 
@@ -290,6 +327,14 @@ class Tmux:
         x, y = self.tmux("display-message", "-p", "-t", "t", "#{cursor_x},#{cursor_y}").split(",")
         return int(x), int(y)
 
+    FLAGS = ("alternate_on", "mouse_any_flag", "mouse_button_flag", "mouse_standard_flag", "mouse_sgr_flag",
+             "cursor_flag", "keypad_cursor_flag", "keypad_flag", "origin_flag", "insert_flag", "wrap_flag")
+
+    def flags(self) -> dict[str, int]:
+        """The pane's terminal modes as tmux sees them (what the attach has left the user's terminal in)."""
+        out = self.tmux("display-message", "-p", "-t", "t", "|".join(f"#{{{f}}}" for f in self.FLAGS))
+        return {f: int(v or 0) for f, v in zip(self.FLAGS, out.strip().split("|"), strict=True)}
+
     def wait(self, what: str | Callable[[str], bool], timeout: float = 15.0) -> str:
         """The screen once it contains `what` (or satisfies it)."""
         check = what if callable(what) else (lambda s: what in s)
@@ -335,7 +380,7 @@ def _fullscreen_app(tmp: str) -> tuple[str, Callable[[Tmux], None], str]:
         def edit(t: Tmux) -> None:
             t.type("ihello from vim", enter=False)
             t.keys("Escape")
-        return f"vim -u NONE -N -i NONE {tmp}/file.txt", edit, "hello from vim"
+        return f"vim -u NONE -N -i NONE -c 'set mouse=a' {tmp}/file.txt", edit, "hello from vim"
     script = Path(tmp) / "app.py"
     script.write_text(
         "import curses\n"
@@ -354,7 +399,16 @@ def _fullscreen_app(tmp: str) -> tuple[str, Callable[[Tmux], None], str]:
     return f"{shlex.quote(sys.executable)} {script}", type_, "hello from curses"
 
 
+CLEAN = {"alternate_on": 0, "mouse_any_flag": 0, "mouse_button_flag": 0, "mouse_standard_flag": 0,
+         "mouse_sgr_flag": 0, "cursor_flag": 1, "keypad_cursor_flag": 0, "keypad_flag": 0, "origin_flag": 0,
+         "insert_flag": 0, "wrap_flag": 1}
+
+
 def test_attach_detach_reattach_resize_exit(tmux: Tmux, daemon: Daemon) -> None:
+    stty = os.path.join(daemon.dir, "stty")
+    tmux.type(f"stty -g > {stty}; clear")
+    tmux.wait(lambda s: "stty" not in s)
+    assert tmux.flags() == CLEAN
     tmux.type(f"vibest-pty new --name demo {INNER}; echo \"new-rc=$?\"")
     tmux.wait("in42>")
     [info] = sessions_json(daemon)
@@ -373,12 +427,19 @@ def test_attach_detach_reattach_resize_exit(tmux: Tmux, daemon: Daemon) -> None:
     # vim leaves insert mode once its escape timeout passes; wait until the screen settles
     before = tmux.wait(lambda s: text in s and "INSERT" not in s)
     before_cursor = tmux.cursor()
+    in_app = tmux.flags()
+    if "vim" in cmd:
+        assert in_app["alternate_on"] and in_app["mouse_sgr_flag"] and in_app["keypad_cursor_flag"], in_app
 
     # detach: the terminal comes back (alternate screen left), the command says why and exits 0
     tmux.keys("C-\\")
     after = tmux.wait("new-rc=0")
     assert f"[detached from session {sid}]" in after
     assert text not in after and "hello-42" in after  # back on the normal screen
+    # ... and restored exactly: termios settings and every mode the app had set
+    assert tmux.flags() == CLEAN
+    tmux.type(f'[ "$(stty -g)" = "$(cat {stty})" ] && echo "stty-same"')
+    tmux.wait("stty-same\n")
     wait_until(lambda: sessions_json(daemon)[0]["clients"] == 0, what="clients == 0")
     tmux.type("clear")
     tmux.wait(lambda s: "hello-42" not in s)
@@ -387,6 +448,7 @@ def test_attach_detach_reattach_resize_exit(tmux: Tmux, daemon: Daemon) -> None:
     tmux.type('vibest-pty attach demo; echo "attach-rc=$?"')
     tmux.wait(lambda s: s == before)
     assert tmux.cursor() == before_cursor
+    assert tmux.flags() == in_app  # the snapshot brought the app's modes back too
     assert sessions_json(daemon)[0]["clients"] == 1
 
     # the session follows the terminal's size
@@ -404,6 +466,7 @@ def test_attach_detach_reattach_resize_exit(tmux: Tmux, daemon: Daemon) -> None:
     tmux.type("exit 7")
     out = tmux.wait("attach-rc=7")
     assert f"[session {sid} exited with code 7]" in out
+    assert tmux.flags() == CLEAN
     assert not sessions_json(daemon)[0]["running"]
 
 
@@ -424,3 +487,10 @@ def test_new_with_command_signal_exit_and_detach_key(tmux: Tmux, daemon: Daemon)
     tmux.type("vibest-pty attach nosuch; echo \"rc3=$?\"")
     out = tmux.wait(lambda s: re.search(r"rc3=\d", s) is not None)
     assert "rc3=1" in out and "vibest-pty: no session 'nosuch'" in out
+    # the daemon stops under an attached client: it says so and exits 1
+    tmux.type(f"clear; vibest-pty new {INNER}; echo \"rc4=$?\"")
+    tmux.wait("in42>")
+    daemon.stop()
+    out = tmux.wait(lambda s: re.search(r"rc4=\d", s) is not None)
+    assert "rc4=1" in out and "[the daemon is shutting down" in out
+    assert tmux.flags() == CLEAN

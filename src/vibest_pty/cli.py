@@ -723,6 +723,9 @@ class Attachment:
             data = bytes(snapshot.get("data") or b"")
             self.modes.feed(data)
             out += data
+            if (snapshot.get("modes") or {}).get("application_keypad"):
+                # The snapshot sets it as DECNKM (CSI ? 66 h), which tmux and others ignore; DECKPAM they know.
+                out += b"\x1b="
             offset = int(snapshot.get("offset", offset))
         self.next_offset = offset
         self._writer.write(bytes(out))
