@@ -84,6 +84,8 @@ export class FrameDecoder {
   push(chunk: Uint8Array): Array<Message | Malformed> {
     if (this.error) throw this.error;
     if (chunk.length > 0) {
+      // A plain Uint8Array view (not a Buffer), so bin values decode as Uint8Array whatever the source.
+      if (chunk.constructor !== Uint8Array) chunk = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length);
       this.chunks.push(chunk);
       this._buffered += chunk.length;
     }
