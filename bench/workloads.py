@@ -144,3 +144,17 @@ def write_file(name: str, size: int, path: str) -> int:
     with open(path, "wb") as f:
         f.write(data)
     return len(data)
+
+
+def scrollback_lines(n: int, cols: int = 80) -> bytes:
+    """n lines, each exactly `cols` printable columns (some with colours), for filling a history."""
+    rng = random.Random(f"scrollback{cols}")
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789 ,.;:-_/"
+    out = []
+    for i in range(n):
+        text = "".join(rng.choice(alphabet) for _ in range(cols - 8))
+        if i % 4 == 0:  # a quarter of the lines carry colours
+            a = rng.randrange(len(text) - 10)
+            text = f"{text[:a]}\x1b[1;3{i % 8}m{text[a:a + 10]}\x1b[0m{text[a + 10:]}"
+        out.append(f"{i:7d} {text}\n")
+    return "".join(out).encode()

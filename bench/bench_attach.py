@@ -1,0 +1,123 @@
+"""Attach time with a full history: a session (80x24, RUST_PTY_SCROLLBACK_LINES=10000) has printed 10,500 full
+80-column lines (a quarter with colours) and keeps running; a second connection attaches with snapshot=true,
+`--n` times (detach in between). Measured: request sent -> `ok` with its snapshot received and decoded by the client
+(p50, p99), the snapshot's `data` size and the whole frame's size.
+
+Reference, same run: tmux (history-limit 10000) `capture-pane -p -e -J -S -10000`, the command a tmux-based app runs
+to fetch history with attributes: time to the full output (includes starting the tmux client process), and its
+size. Not the same operation (tmux has no snapshot that restores modes/cursor/alternate screen), so it is a
+reference, not a target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+import workloads  # noqa: E402
+
+LINES = 10_500
+MARK = "__FILLED__"
+
+
+def fill_session(c: common.SyncClient, path: str, cols: int = 80, rows: int = 24) -> int:
+    """Create a session that cats `path`, prints a mark and waits (cat); returns its id once the mark was seen."""
+    sid = c.create(shell="/bin/sh", args=["-c", f"cat '{path}'; printf '{MARK}'; exec cat"], cols=cols, rows=rows,
+                   attach=True)["id"]
+    common.wait_output(c, sid, MARK.encode(), timeout=120)
+    c.request("detach", session=sid)
+    c.events.clear()
+    return sid
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=50)
+    ap.add_argument("--quick", action="store_true", help="10 attaches")
+    ap.add_argument("--no-tmux", action="store_true")
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.n = min(args.n, 10)
+    tmux = None if args.no_tmux else common.ensure_tmux()
+    work = tempfile.mkdtemp(prefix="vpb-at-")
+    path = os.path.join(work, "history.txt")
+    with open(path, "wb") as f:
+        f.write(workloads.scrollback_lines(LINES))
+    res: dict[str, Any] = {"lines_written": LINES, "n": args.n}
+    try:
+        with common.Daemon({"RUST_PTY_SCROLLBACK_LINES": "10000"}) as d:
+            c = d.client()
+            sid = fill_session(c, path)
+            c2 = d.client()
+            times = []
+            snap_size = frame_size = 0
+            snap_lines = 0
+            for _ in range(args.n):
+                t0 = time.perf_counter()
+                rid = c2.send_request("attach", session=sid, snapshot=True)
+                while True:
+                    if len(c2.buf) >= 4 and len(c2.buf) - 4 >= int.from_bytes(c2.buf[:4], "big"):
+                        frame_size = int.from_bytes(c2.buf[:4], "big") + 4
+                        msg = c2.next_message()
+                        if msg.get("id") == rid:
+                            break
+                        continue
+                    c2._fill()
+                times.append(time.perf_counter() - t0)
+                if msg["type"] != "ok":
+                    raise RuntimeError(msg)
+                snap_size = len(msg["snapshot"]["data"])
+                snap_lines = msg["snapshot"]["scrollback_lines"]
+                c2.request("detach", session=sid)
+            ms = [t * 1e3 for t in times]
+            res["daemon"] = {"p50_ms": common.pct(ms, 50), "p99_ms": common.pct(ms, 99), "snapshot_bytes": snap_size,
+                             "frame_bytes": frame_size, "scrollback_lines": snap_lines}
+            c.close()
+            c2.close()
+        if tmux:
+            with common.Tmux(history=10000) as t:
+                t.cmd("new-session", "-d", "-s", "h", "-x", "80", "-y", "24",
+                      f"cat '{path}'; printf '{MARK}'; exec cat")
+                deadline = time.time() + 60
+                while MARK not in t.cmd("capture-pane", "-p", "-t", "h"):
+                    if time.time() > deadline:
+                        raise RuntimeError("tmux did not fill")
+                    time.sleep(0.05)
+                tt = []
+                size = 0
+                for _ in range(args.n):
+                    t0 = time.perf_counter()
+                    out = subprocess.run(["tmux", "-S", t.sock, "capture-pane", "-p", "-e", "-J", "-S", "-10000",
+                                          "-t", "h"], capture_output=True, check=True).stdout
+                    tt.append(time.perf_counter() - t0)
+                    size = len(out)
+                ms = [x * 1e3 for x in tt]
+                res["tmux_capture"] = {"p50_ms": common.pct(ms, 50), "p99_ms": common.pct(ms, 99), "bytes": size}
+                res["daemon_p50_vs_tmux_capture"] = res["daemon"]["p50_ms"] / res["tmux_capture"]["p50_ms"]
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    dd = res["daemon"]
+    print(f"  attach p50={dd['p50_ms']:.2f}ms p99={dd['p99_ms']:.2f}ms snapshot={dd['snapshot_bytes'] / 1e6:.2f}MB "
+          f"({dd['scrollback_lines']} lines)"
+          + (f"; tmux capture-pane p50={res['tmux_capture']['p50_ms']:.2f}ms "
+             f"{res['tmux_capture']['bytes'] / 1e6:.2f}MB" if "tmux_capture" in res else ""), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return res
+
+
+if __name__ == "__main__":
+    main()
