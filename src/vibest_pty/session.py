@@ -94,7 +94,7 @@ class Session:
         total = 0
         while total < READ_SIZE:
             try:
-                data = os.read(self._fd, READ_SIZE)
+                data = os.read(self._fd, READ_SIZE - total)  # the emulator gets at most READ_SIZE at a time
             except BlockingIOError:
                 break
             except OSError as exc:
