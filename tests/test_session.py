@@ -326,3 +326,17 @@ async def test_session_limit(daemon_factory: object) -> None:
     await c.next_event("exit")
     await c.create(shell="/bin/sh", args=["-c", "sleep 30"])  # room again once one has exited
     await c.close()
+
+
+async def test_removing_an_attached_exited_session(daemon: Daemon) -> None:
+    a, b = await daemon.client(), await daemon.client()
+    _, ev = await run_cmd(a, "echo gone")
+    await b.attach(ev["session"])
+    await a.kill(ev["session"])  # removes the record while b is still subscribed
+    st = await b.stats()
+    assert st["sessions"] == 0 and st["queues"] == []
+    with pytest.raises(PtyError) as e:
+        await b.detach(ev["session"])
+    assert e.value.code == "session_not_found"
+    await a.close()
+    await b.close()

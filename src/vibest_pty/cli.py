@@ -367,6 +367,14 @@ async def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _fileno(stream: Any) -> int:
+    """The stream's fd, or -1 when it has none (a test's StringIO, pytest's stdin)."""
+    try:
+        return int(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return -1
+
+
 def terminal_size(fd: int, default: tuple[int, int] = (80, 24)) -> tuple[int, int]:
     try:
         size = os.get_terminal_size(fd)
@@ -383,7 +391,7 @@ async def cmd_new(client: Client, args: argparse.Namespace) -> int:
         cmd = cmd[1:]
     if not args.detached:
         _require_tty()
-    cols, rows = terminal_size(sys.stdout.fileno())
+    cols, rows = terminal_size(_fileno(sys.stdout))
     cwd = os.path.abspath(args.cwd) if args.cwd else os.getcwd()
     options: dict[str, Any] = {
         "cwd": cwd, "cols": cols, "rows": rows, "env": dict(args.env), "tags": dict(args.tag),
@@ -450,7 +458,7 @@ async def cmd_stats(client: Client, args: argparse.Namespace) -> int:
 
 
 def _require_tty() -> None:
-    if not (os.isatty(sys.stdin.fileno()) and os.isatty(sys.stdout.fileno())):
+    if not (os.isatty(_fileno(sys.stdin)) and os.isatty(_fileno(sys.stdout))):
         raise CliError("attaching needs a terminal on stdin and stdout (use `new -d` or `send` from scripts)")
 
 

@@ -38,6 +38,9 @@ class Sink(Protocol):
     def overflowed(self, sub: Subscriber) -> None:
         """The queue is full and the policy is to disconnect."""
 
+    def forget(self, sub: Subscriber) -> None:
+        """The session's record is gone: drop the subscription without sending anything more."""
+
 
 class Subscriber:
     __slots__ = (

@@ -252,6 +252,10 @@ class Connection(asyncio.Protocol):
         self._flush_control()
         self.close()
 
+    def forget(self, sub: Subscriber) -> None:
+        if self.subs.get(sub.session_id) is sub:
+            self._unsubscribe(sub.session_id)
+
     def _schedule(self) -> None:
         if not self._scheduled and not self._paused:
             self._scheduled = True

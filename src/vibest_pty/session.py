@@ -324,6 +324,8 @@ class Session:
 
     def close(self) -> None:
         """Free what an exited session still holds (the emulator)."""
+        for sub in list(self.subscribers.values()):
+            sub.sink.forget(sub)
         self.subscribers.clear()
         self.emulator.close()
 
