@@ -4,6 +4,7 @@ capture-pane, always polled against a deadline rather than slept on)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -196,12 +197,30 @@ async def test_attachment_offsets_resync_exit() -> None:
 
 def run_cli(daemon: Daemon | None, *args: str, input: bytes | None = None, socket: str | None = None,
             timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
+    """The installed `vibest-pty` command as a subprocess."""
     env = dict(os.environ)
     env["RUST_PTY_SOCKET_PATH"] = socket or (daemon.socket if daemon else "/nonexistent/socket")
     return subprocess.run(
         [*CLI, *args], env=env, input=input.decode() if input is not None else None, capture_output=True,
         text=True, timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL,
     )
+
+
+def cli_main(daemon: Daemon, *args: str, input: bytes = b"") -> subprocess.CompletedProcess[str]:
+    """cli.main in this process (a Python start-up per call is slow on a busy machine), with --socket."""
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    err = io.StringIO()
+    stdin = io.TextIOWrapper(io.BytesIO(input), encoding="utf-8")
+    saved = sys.stdin, sys.stdout, sys.stderr
+    sys.stdin, sys.stdout, sys.stderr = stdin, out, err
+    try:
+        code = cli.main(["--socket", daemon.socket, *args])
+    except SystemExit as e:
+        code = int(e.code or 0)
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved
+    out.flush()
+    return subprocess.CompletedProcess(list(args), code, out.buffer.getvalue().decode(), err.getvalue())
 
 
 def wait_until(fn: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
@@ -216,7 +235,7 @@ def wait_until(fn: Callable[[], Any], timeout: float = 10.0, what: str = "condit
 
 
 def sessions_json(daemon: Daemon) -> list[dict[str, Any]]:
-    r = run_cli(daemon, "ls", "--json")
+    r = cli_main(daemon, "ls", "--json")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)  # type: ignore[no-any-return]
 
@@ -229,26 +248,26 @@ def test_daemon_not_running() -> None:
 
 
 def test_commands(daemon: Daemon, tmp_path: Path) -> None:
-    r = run_cli(daemon, "ls")
+    r = run_cli(daemon, "ls")  # the installed command
     assert r.returncode == 0 and r.stdout == "" and "no sessions" in r.stderr
-    r = run_cli(daemon, "new", "-d", "--name", "sh1", "--cwd", str(tmp_path), "--env", "GREETING=hi there",
+    r = cli_main(daemon, "new", "-d", "--name", "sh1", "--cwd", str(tmp_path), "--env", "GREETING=hi there",
                 "--tag", "wt=7", "--", "sh")
     assert r.returncode == 0, r.stderr
     sid = int(r.stdout)
     # not a terminal: `new` without -d refuses before creating anything
-    r = run_cli(daemon, "new", "--", "sh")
+    r = cli_main(daemon, "new", "--", "sh")
     assert r.returncode == 1 and "terminal" in r.stderr
     [info] = sessions_json(daemon)
     assert (info["id"], info["name"], info["tags"], info["command"]) == (sid, "sh1", {"wt": "7"}, ["sh"])
     assert info["cwd"] == str(tmp_path) and info["running"]
 
-    r = run_cli(daemon, "send", "sh1", r'echo "$GREETING-$((6*7))"\n')
+    r = cli_main(daemon, "send", "sh1", r'echo "$GREETING-$((6*7))"\n')
     assert r.returncode == 0, r.stderr
-    r = run_cli(daemon, "send", str(sid), "--stdin", input=b"echo from-stdin\n")
+    r = cli_main(daemon, "send", str(sid), "--stdin", input=b"echo from-stdin\n")
     assert r.returncode == 0, r.stderr
 
     def screen() -> str:
-        r = run_cli(daemon, "snapshot", str(sid))
+        r = cli_main(daemon, "snapshot", str(sid))
         assert r.returncode == 0, r.stderr
         return r.stdout
 
@@ -257,39 +276,39 @@ def test_commands(daemon: Daemon, tmp_path: Path) -> None:
     r = run_cli(daemon, "snapshot", "sh1", "--format", "ansi")
     assert r.returncode == 0 and "hi there-42" in r.stdout
 
-    table = run_cli(daemon, "ls").stdout.splitlines()
+    table = cli_main(daemon, "ls").stdout.splitlines()
     assert table[0].startswith("ID") and table[1].split()[:4] == [str(sid), "sh1", str(info["pid"]), "sh"]
     assert "running" in table[1]
 
     # a long-running foreground job gets the signal, the shell survives
-    run_cli(daemon, "send", "sh1", r"sleep 30; echo after-sleep\n")
+    cli_main(daemon, "send", "sh1", r"sleep 30; echo after-sleep\n")
     time.sleep(0.3)
-    r = run_cli(daemon, "signal", "sh1", "INT")
+    r = cli_main(daemon, "signal", "sh1", "INT")
     assert r.returncode == 0, r.stderr
-    r = run_cli(daemon, "signal", "sh1", "NOPE")
+    r = cli_main(daemon, "signal", "sh1", "NOPE")
     assert r.returncode == 1 and "signal" in r.stderr and "NOPE" in r.stderr
 
     # errors: unknown session, ambiguous name
     for cmd in (["kill", "99"], ["send", "nosuch", "x"], ["snapshot", "42"], ["attach", "x"]):
-        r = run_cli(daemon, *cmd)
+        r = cli_main(daemon, *cmd)
         assert r.returncode == 1, cmd
         assert r.stderr.count("\n") == 1, r.stderr
-    assert "no session '99'" in run_cli(daemon, "kill", "99").stderr
-    run_cli(daemon, "new", "-d", "--name", "sh1", "--", "sh")
-    r = run_cli(daemon, "kill", "sh1")
+    assert "no session '99'" in cli_main(daemon, "kill", "99").stderr
+    cli_main(daemon, "new", "-d", "--name", "sh1", "--", "sh")
+    r = cli_main(daemon, "kill", "sh1")
     assert r.returncode == 1 and "2 sessions are named 'sh1'" in r.stderr
 
-    r = run_cli(daemon, "kill", str(sid))
+    r = cli_main(daemon, "kill", str(sid))
     assert r.returncode == 0, r.stderr
     wait_until(lambda: not [s for s in sessions_json(daemon) if s["id"] == sid and s["running"]], what="exit")
-    assert "exited SIGHUP" in run_cli(daemon, "ls").stdout
-    r = run_cli(daemon, "kill", str(sid))  # exited: removes the record
+    assert "exited SIGHUP" in cli_main(daemon, "ls").stdout
+    r = cli_main(daemon, "kill", str(sid))  # exited: removes the record
     assert r.returncode == 0
     assert sid not in [s["id"] for s in sessions_json(daemon)]
 
-    r = run_cli(daemon, "stats")
+    r = cli_main(daemon, "stats")
     assert r.returncode == 0 and "uptime" in r.stdout and "running" in r.stdout
-    st = json.loads(run_cli(daemon, "stats", "--json").stdout)
+    st = json.loads(cli_main(daemon, "stats", "--json").stdout)
     assert st["running"] == 1 and "type" not in st
 
 
