@@ -506,6 +506,17 @@ def test_new_with_command_signal_exit_and_detach_key(tmux: Tmux, daemon: Daemon)
     tmux.type("vibest-pty attach nosuch; echo \"rc3=$?\"")
     out = tmux.wait(lambda s: re.search(r"rc3=\d", s) is not None)
     assert "rc3=1" in out and "vibest-pty: no session 'nosuch'" in out
+    # detach in the middle of a flood: prompt, and nothing of the flood after the message
+    tmux.type(f"clear; vibest-pty new --name flood {INNER}; echo \"rc5=$?\"")
+    tmux.wait("in42>")
+    tmux.type("yes flood-flood-flood")
+    tmux.wait("flood-flood-flood\nflood-flood-flood\n")
+    tmux.keys("C-\\")
+    out = tmux.wait(lambda s: re.search(r"rc5=\d", s) is not None, timeout=10)
+    tail = [ln for ln in out.splitlines() if ln.strip()][-3:]
+    [sid] = [s["id"] for s in sessions_json(daemon) if s["name"] == "flood"]
+    assert tail[0].endswith(f"[detached from session {sid}]") and tail[1:] == ["rc5=0", "outer$"], tail
+    assert cli_main(daemon, "kill", "flood").returncode == 0
     # the daemon stops under an attached client: it says so and exits 1
     tmux.type(f"clear; vibest-pty new {INNER}; echo \"rc4=$?\"")
     tmux.wait("in42>")

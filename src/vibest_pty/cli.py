@@ -585,6 +585,10 @@ class TermWriter:
         self._loop.remove_writer(self._fd)
         self._idle.set()
 
+    def close(self) -> None:
+        self.discard()
+        self.broken = True
+
     async def drain(self, timeout: float) -> bool:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout)
@@ -655,7 +659,7 @@ class Attachment:
             if not await self._writer.drain(2.0):
                 self._writer.discard()
                 self._writer.write(b"\x18")  # CAN: abandon the escape sequence the dropped bytes were in
-            self._writer.discard()
+            self._writer.close()
             fcntl.fcntl(self.out_fd, fcntl.F_SETFL, saved_flags)
             _write_all(self.out_fd, self.modes.restore_sequence() + POP_TITLE)
             with contextlib.suppress(termios.error):
@@ -739,6 +743,8 @@ class Attachment:
         self._writer.write(bytes(out))
 
     def _on_event(self, ev: dict[str, Any]) -> None:
+        if self._outcome.done():
+            return  # leaving: what is still buffered drains, nothing new is added (a flood would never end)
         if not self._ready:
             self._early.append(ev)
             return
