@@ -43,6 +43,15 @@ def test_parse_key() -> None:
             cli.parse_key(bad)
 
 
+def test_find_key() -> None:
+    assert cli.find_key(b"ab\x1ccd", 0x1C) == 2
+    assert cli.find_key(b"ab\x1b[92;5ucd\x1c", 0x1C) == 2  # kitty keyboard protocol
+    assert cli.find_key(b"a\x1b[27;5;93~", 0x1D) == 1  # modifyOtherKeys, ^]
+    assert cli.find_key(b"a\x1b[97;5:1u", 0x01) == 1  # ^A with an event type
+    assert cli.find_key(b"abc", 0x1C) == -1
+    assert cli.find_key(b"\x1c", None) == -1
+
+
 def test_unescape() -> None:
     assert cli.unescape(r"ls -l\n") == b"ls -l\n"
     assert cli.unescape(r"\x03\e[A\r\t\\n") == b"\x03\x1b[A\r\t\\n"

@@ -701,11 +701,10 @@ class Attachment:
         if not data:
             self._finish("hangup", 0)
             return
-        detach = False
-        if self.detach_key is not None:
-            i = data.find(bytes([self.detach_key]))
-            if i >= 0:
-                data, detach = data[:i], True
+        i = find_key(data, self.detach_key)
+        detach = i >= 0
+        if detach:
+            data = data[:i]
         if data and self.sid is not None:
             try:
                 self.client.send_input(self.sid, data)
@@ -794,6 +793,24 @@ class Attachment:
             return
         self._repainting = False
         self._paint(snap)
+
+
+def key_encodings(key: int) -> list[bytes]:
+    """How a terminal may send `key`: the byte itself, and for a control key, the kitty keyboard protocol and
+    xterm modifyOtherKeys forms, in case the program in the session turned those on."""
+    out = [bytes([key])]
+    if key < 0x20:
+        cp = ord(chr(key ^ 0x40).lower())
+        out += [f"\x1b[{cp};5u".encode(), f"\x1b[{cp};5:1u".encode(), f"\x1b[27;5;{cp}~".encode()]
+    return out
+
+
+def find_key(data: bytes, key: int | None) -> int:
+    """Where the first encoding of `key` starts in `data`, or -1."""
+    if key is None:
+        return -1
+    found = [i for enc in key_encodings(key) if (i := data.find(enc)) >= 0]
+    return min(found, default=-1)
 
 
 def _write_all(fd: int, data: bytes) -> None:
