@@ -161,6 +161,14 @@ def test_strip_vt() -> None:
     assert cli.strip_vt(data) == "red text\nline2\n"
     assert cli.strip_vt(b"shell\r\n\x1b[?1049h\x1b[Hvim screen\r\n~") == "vim screen\n~\n"
     assert cli.strip_vt(b"") == ""
+    # screen only: the last `rows` rows, a soft-wrapped line counting as two
+    history = b"old1\r\nold2\r\n" + b"w" * 15 + b"\r\nlast\r\n\x1b[3;5H"
+    assert cli.strip_vt(history, cols=10, rows=4) == "w" * 15 + "\nlast\n"
+    assert cli.strip_vt(history, cols=10, rows=5) == "old2\n" + "w" * 15 + "\nlast\n"
+    assert cli.strip_vt(history).startswith("old1\n")
+    snap = {"data": history, "cols": 10, "rows": 4}
+    assert cli.snapshot_text(snap) == "w" * 15 + "\nlast\n"
+    assert cli.snapshot_text(snap, scrollback=True).startswith("old1\nold2\n")
 
 
 class _FakeClient:

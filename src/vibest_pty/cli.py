@@ -21,6 +21,7 @@ import sys
 import termios
 import time
 import tty
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -178,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("session", metavar="ID|NAME")
     snap.add_argument("--format", choices=["text", "ansi"], default="text",
                       help="text: the screen as plain text (default); ansi: the raw VT snapshot")
+    snap.add_argument("--scrollback", action="store_true", help="text: the history above the screen too")
 
     st = add("stats", "daemon statistics")
     st.add_argument("--json", action="store_true", help="print the raw stats as JSON")
@@ -293,10 +295,16 @@ _CONTROLS = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
 _ALT_ENTER = re.compile(rb"\x1b\[\?(?:1049|1047|47)h")
 
 
-def strip_vt(data: bytes) -> str:
-    """A rough plain-text rendering of snapshot data: escapes removed, lines kept.
+def _width(line: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
 
-    Only the alternate screen is kept when the snapshot enters it (that is what is on screen)."""
+
+def strip_vt(data: bytes, cols: int = 0, rows: int = 0) -> str:
+    """A plain-text rendering of snapshot data: escapes removed, one line per logical line.
+
+    Only the alternate screen is kept when the snapshot enters it (that is what is on screen). With `rows`
+    (and `cols`, to count soft-wrapped lines as several rows), only the lines of the last `rows` rows are kept:
+    the primary screen's data is its history, then its rows padded with newlines."""
     alt = list(_ALT_ENTER.finditer(data))
     if alt:
         data = data[alt[-1].end() :]
@@ -306,27 +314,34 @@ def strip_vt(data: bytes) -> str:
     data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     data = _CONTROLS.sub(b"", data)
     lines = [ln.rstrip() for ln in data.decode("utf-8", "replace").split("\n")]
+    if rows > 0 and not alt:
+        used = 0
+        start = len(lines)
+        while start > 0 and used < rows:
+            start -= 1
+            used += max(1, -(-_width(lines[start].expandtabs()) // cols)) if cols > 0 else 1
+        lines = lines[start:]
     while lines and not lines[-1]:
         lines.pop()
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def snapshot_text(snap: dict[str, Any]) -> str:
-    """The screen as text: via `Emulator.text()` when the emulator offers it, else by stripping escapes."""
+def snapshot_text(snap: dict[str, Any], scrollback: bool = False) -> str:
+    """The screen (and with `scrollback` the history above it) as text.
+
+    Via `Emulator.text()` should the emulator offer one, else by stripping the escapes from the snapshot."""
+    data = bytes(snap.get("data") or b"")
+    cols, rows = int(snap.get("cols") or 0), 0 if scrollback else int(snap.get("rows") or 0)
     try:
         from .emulator import Emulator
-    except Exception:  # the native library is missing: the rough rendering still works
-        return strip_vt(bytes(snap.get("data") or b""))
-    text_fn: Callable[[], str] | None = None
-    emu: Any = None
-    if callable(getattr(Emulator, "text", None)):
-        emu = Emulator(int(snap["cols"]), int(snap["rows"]), 0)
-        emu.feed(bytes(snap.get("data") or b""))
-        text_fn = emu.text
-    if text_fn is None:
-        return strip_vt(bytes(snap.get("data") or b""))
+    except Exception:  # the native library is missing: stripping still works
+        return strip_vt(data, cols, rows)
+    if scrollback or not callable(getattr(Emulator, "text", None)):
+        return strip_vt(data, cols, rows)
+    emu: Any = Emulator(cols, rows, 0)
     try:
-        text = str(text_fn())
+        emu.feed(data)
+        text = str(emu.text())
     finally:
         emu.close()
     text = "\n".join(ln.rstrip() for ln in text.split("\n")).rstrip("\n")
@@ -442,7 +457,7 @@ async def cmd_snapshot(client: Client, args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(bytes(snap.get("data") or b""))
         sys.stdout.buffer.flush()
     else:
-        sys.stdout.write(snapshot_text(snap))
+        sys.stdout.write(snapshot_text(snap, args.scrollback))
     return 0
 
 
