@@ -130,6 +130,8 @@ class Daemon:
     def start(self, timeout: float = 20.0) -> Daemon:
         env = {**os.environ, "RUST_PTY_SOCKET_PATH": self.socket, "RUST_PTY_LOG_LEVEL": "warning",
                **self.extra_env}
+        if os.environ.get("VPB_DAEMON_SRC"):  # measure a modified copy of src/ (before/after a daemon change)
+            env["PYTHONPATH"] = os.environ["VPB_DAEMON_SRC"] + os.pathsep + env.get("PYTHONPATH", "")
         self.log = open(os.path.join(self.dir, "daemon.log"), "wb")  # noqa: SIM115
         t0 = time.perf_counter()
         self.proc = subprocess.Popen([self.python, "-m", "vibest_pty"], env=env, stdout=self.log,
