@@ -391,3 +391,10 @@ def test_any_chunking(parts: list[bytes], cuts: list[int]) -> None:
     replay = Emulator(12, 4, 20)
     replay.feed(a.data)
     _assert_same(_state(whole), _state(replay))
+
+
+def test_application_keypad_uses_deckpam() -> None:
+    """tmux ignores CSI ? 66 h: the snapshot must set the keypad mode with ESC = so any terminal honours it."""
+    snap = roundtrip(b"\x1b=keypad")
+    assert snap.modes["application_keypad"]
+    assert b"\x1b=" in snap.data and b"\x1b[?66h" not in snap.data

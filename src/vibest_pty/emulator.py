@@ -546,7 +546,7 @@ class Emulator:
         # Modes before margins: DECSLRM (CSI l;r s) is only understood once mode 69 is set.
         mode_seq = _extras(t, live.probe, before=True, modes=True)
         out += b"".join(
-            m.group(0)
+            _portable_mode(m.group(0))
             for m in _MODE_RE.finditer(mode_seq)
             if not (m.group(1) and int(m.group(2)) in _SKIP_MODES)
         )
@@ -609,6 +609,15 @@ class Emulator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _portable_mode(seq: bytes) -> bytes:
+    """Application keypad as DECKPAM/DECKPNM (ESC = / ESC >): terminals such as tmux ignore CSI ? 66 h/l."""
+    if seq == b"\x1b[?66h":
+        return b"\x1b="
+    if seq == b"\x1b[?66l":
+        return b"\x1b>"
+    return seq
 
 
 def _strip_controls(b: bytes) -> bytes:
