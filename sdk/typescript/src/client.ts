@@ -77,6 +77,13 @@ interface Pending {
   reject: (err: PtyDaemonError) => void;
   /** Runs synchronously when the ok is dispatched, before any later frame (keeps offsets in order). */
   onOk?: (msg: Message) => void;
+  /** Runs synchronously when the request fails (error reply, connection lost, client closed). */
+  onError?: (err: PtyDaemonError) => void;
+}
+
+function failPending(p: Pending, err: PtyDaemonError): void {
+  p.onError?.(err);
+  p.reject(err);
 }
 
 interface Queued {
@@ -330,7 +337,7 @@ export class PtyDaemonClient extends TypedEmitter {
     const lost = new PtyDaemonError("connection_lost", `${reason} before the reply`);
     const pending = this.pending;
     this.pending = new Map();
-    for (const p of pending.values()) p.reject(lost);
+    for (const p of pending.values()) failPending(p, lost);
     if (this.state !== "open") return; // a connect attempt: its caller handles the failure
     this.emit("disconnect", { reason });
     if (this.reconnectOpts.enabled) {
@@ -361,16 +368,8 @@ export class PtyDaemonClient extends TypedEmitter {
         }
       }
       if (this.state !== "reconnecting") return;
-      if (hello) {
-        const sock = this.socket;
-        const results = await this.reattachAll();
-        if (this.state !== "reconnecting") return;
-        if (this.socket === sock && sock !== null) {
-          this.becomeOpen(hello);
-          this.emit("reconnect", { attempts, downtimeMs: Date.now() - started, hello, sessions: results });
-          return;
-        }
-      }
+      if (hello && (await this.reattachAll(hello, attempts, started))) return;
+      if (this.state !== "reconnecting") return;
       if (Date.now() - started + delay >= o.giveUpAfterMs) {
         this.finalize(`no daemon answered on ${this.socketPath} for ${o.giveUpAfterMs} ms, gave up reconnecting`);
         return;
@@ -379,50 +378,74 @@ export class PtyDaemonClient extends TypedEmitter {
     }
   }
 
-  /** Re-attach every attached session with since = the next offset it expected. */
-  private async reattachAll(): Promise<ReattachResult[]> {
+  /**
+   * Re-attach every attached session with since = the next offset it expected. Each ok is applied synchronously
+   * during dispatch (replay emitted as output, or a resync), and once the last one is in, the client opens and emits
+   * `reconnect` right away, before any later frame. Resolves false if the connection dropped meanwhile.
+   */
+  private reattachAll(hello: HelloInfo, attempts: number, started: number): Promise<boolean> {
+    const sock = this.socket;
     const ids = this.attachedSessions;
-    return Promise.all(
-      ids.map(async (id): Promise<ReattachResult> => {
+    const results: ReattachResult[] = [];
+    let remaining = ids.length;
+    return new Promise<boolean>((resolve) => {
+      const done = () => {
+        if (this.state !== "reconnecting" || this.socket !== sock || sock === null) {
+          resolve(false);
+          return;
+        }
+        this.becomeOpen(hello);
+        this.emit("reconnect", { attempts, downtimeMs: Date.now() - started, hello, sessions: results });
+        resolve(true);
+      };
+      if (remaining === 0) {
+        done();
+        return;
+      }
+      for (const id of ids) {
         const st = this.sessions.get(id)!;
         const since = st.nextOffset;
         const result: ReattachResult = { session: id, since, mode: "failed" };
-        try {
-          await this.request(
-            "attach",
-            { session: id, snapshot: true, since },
-            {
-              direct: true,
-              onOk: (ok) => {
-                const offset = ok.offset as number;
-                result.offset = offset;
-                const replay = ok.replay as Uint8Array | undefined;
-                if (replay !== undefined && replay !== null) {
-                  result.mode = "replay";
-                  result.replayedBytes = replay.length;
-                  if (replay.length > 0) this.handleOutput(id, replay, since);
-                  st.nextOffset = offset;
-                } else {
-                  result.mode = "snapshot";
-                  st.nextOffset = offset;
-                  st.decoder = new TextDecoder();
-                  const snapshot = ok.snapshot as Snapshot | undefined;
-                  if (snapshot) this.emit("resync", { session: id, snapshot, reason: "reconnect" });
-                }
-              },
+        results.push(result);
+        this.request(
+          "attach",
+          { session: id, snapshot: true, since },
+          {
+            direct: true,
+            onOk: (ok) => {
+              const offset = ok.offset as number;
+              result.offset = offset;
+              const replay = ok.replay as Uint8Array | undefined | null;
+              if (replay != null) {
+                result.mode = "replay";
+                result.replayedBytes = replay.length;
+                if (replay.length > 0) this.handleOutput(id, replay, since);
+                st.nextOffset = offset;
+              } else {
+                result.mode = "snapshot";
+                st.nextOffset = offset;
+                st.decoder = new TextDecoder();
+                const snapshot = ok.snapshot as Snapshot | undefined;
+                if (snapshot) this.emit("resync", { session: id, snapshot, reason: "reconnect" });
+              }
+              if (--remaining === 0) done();
             },
-          );
-        } catch (err) {
-          const e = err instanceof PtyDaemonError ? err : new PtyDaemonError("internal", String(err));
-          result.error = e;
-          if (e.code !== "connection_lost") {
-            this.sessions.delete(id);
-            this.emit("error", e);
-          }
-        }
-        return result;
-      }),
-    );
+            onError: (e) => {
+              result.error = e;
+              if (e.code === "connection_lost" || e.code === "closed" || this.state !== "reconnecting") {
+                resolve(false);
+                return;
+              }
+              this.sessions.delete(id);
+              this.emit("error", e);
+              if (--remaining === 0) done();
+            },
+          },
+        ).catch(() => {
+          /* handled by onError */
+        });
+      }
+    });
   }
 
   private finalize(reason: string, error?: PtyDaemonError): void {
@@ -434,7 +457,7 @@ export class PtyDaemonClient extends TypedEmitter {
     this.closeError = closed;
     const pending = this.pending;
     this.pending = new Map();
-    for (const p of pending.values()) p.reject(closed);
+    for (const p of pending.values()) failPending(p, closed);
     this.failQueued(closed);
     for (const w of this.openWaiters) w.reject(closed);
     this.openWaiters = [];
@@ -447,7 +470,7 @@ export class PtyDaemonClient extends TypedEmitter {
   private failQueued(err: PtyDaemonError): void {
     const queued = this.queue;
     this.queue = [];
-    for (const q of queued) q.pending?.reject(err);
+    for (const q of queued) if (q.pending) failPending(q.pending, err);
   }
 
   /** Close the connection for good (no reconnect). Pending requests reject with code `closed`. */
@@ -498,7 +521,7 @@ export class PtyDaemonClient extends TypedEmitter {
         p.onOk?.(msg);
         p.resolve(msg);
       } else {
-        p.reject(PtyDaemonError.fromReply(msg));
+        failPending(p, PtyDaemonError.fromReply(msg));
       }
       return;
     }
@@ -574,7 +597,7 @@ export class PtyDaemonClient extends TypedEmitter {
   private send(q: Queued, direct: boolean): void {
     if (this.state === "closed") {
       const err = this.closeError ?? new PtyDaemonError("closed", "the client is closed");
-      if (q.pending) q.pending.reject(err);
+      if (q.pending) failPending(q.pending, err);
       else throw err;
       return;
     }
@@ -598,12 +621,13 @@ export class PtyDaemonClient extends TypedEmitter {
   request(
     type: string,
     fields: Record<string, unknown> = {},
-    opts: { direct?: boolean; onOk?: (msg: Message) => void } = {},
+    opts: { direct?: boolean; onOk?: (msg: Message) => void; onError?: (err: PtyDaemonError) => void } = {},
   ): Promise<Message> {
     const id = this.nextId++;
     return new Promise<Message>((resolve, reject) => {
       const pending: Pending = { type, resolve, reject };
       if (opts.onOk) pending.onOk = opts.onOk;
+      if (opts.onError) pending.onError = opts.onError;
       let frame: Uint8Array;
       try {
         frame = encodeFrame({ type, id, ...fields });
