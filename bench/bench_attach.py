@@ -22,8 +22,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import common  # noqa: E402
-import workloads  # noqa: E402
+import common
+import workloads
 
 LINES = 10_500
 MARK = "__FILLED__"

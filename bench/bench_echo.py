@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import common  # noqa: E402
+import common
 
 CMD = "stty raw -echo; exec cat"
 KEYS = b"abcdefghijklmnopqrstuvwxyz"

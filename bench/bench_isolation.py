@@ -20,8 +20,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import common  # noqa: E402
-from bench_echo import CMD, daemon_echo_loop, echo_direct, summarize  # noqa: E402
+import common
+from bench_echo import CMD, daemon_echo_loop, echo_direct, summarize
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

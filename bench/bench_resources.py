@@ -25,9 +25,9 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import common  # noqa: E402
-import workloads  # noqa: E402
-from bench_attach import LINES, MARK, fill_session  # noqa: E402
+import common
+import workloads
+from bench_attach import LINES, MARK, fill_session
 
 MB = 1 << 20
 

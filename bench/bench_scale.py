@@ -23,8 +23,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import common  # noqa: E402
-from bench_echo import CMD, daemon_echo_loop, summarize  # noqa: E402
+import common
+from bench_echo import CMD, daemon_echo_loop, summarize
 
 MB = 1 << 20
 

@@ -33,8 +33,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import common  # noqa: E402
-import workloads  # noqa: E402
+import common
+import workloads
 
 
 def run_raw(exe: str, path: str, cols: int, rows: int) -> float:

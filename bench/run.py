@@ -19,14 +19,14 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import bench_attach  # noqa: E402
-import bench_echo  # noqa: E402
-import bench_isolation  # noqa: E402
-import bench_resources  # noqa: E402
-import bench_scale  # noqa: E402
-import bench_spawn  # noqa: E402
-import bench_throughput  # noqa: E402
-import common  # noqa: E402
+import bench_attach
+import bench_echo
+import bench_isolation
+import bench_resources
+import bench_scale
+import bench_spawn
+import bench_throughput
+import common
 
 BENCHES: dict[str, Callable[[list[str]], dict[str, Any]]] = {
     "throughput": bench_throughput.main,
