@@ -17,8 +17,10 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vibest_pty import protocol
-from vibest_pty.client import Client, connect
+from vibest_pty.client import Client, PtyError, connect
 
 from .conftest import Daemon, collect_until_exit, read_until
 
@@ -606,7 +608,7 @@ def run_fuzz(target: FuzzTarget, examples: int, seed: int | None = None) -> int:
 def test_fuzz_protocol_against_live_daemon(daemon_factory: Any) -> None:
     d: Daemon = daemon_factory(env=FUZZ_ENV)
     target = FuzzTarget(d)
-    n = run_fuzz(target, examples=int(os.environ.get("VP_FUZZ_EXAMPLES", "250")))
+    n = run_fuzz(target, examples=int(os.environ.get("VP_FUZZ_EXAMPLES", "400")))
     target.finish()
     print(f"fuzz: {n} cases")
     assert n >= 50
@@ -1090,3 +1092,208 @@ async def test_five_floods_fast_and_slow_clients_and_echo_latency(daemon_factory
     for p in fast:
         await p.wait()
     await ctl.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Leaks
+
+
+async def _settle(pred: Callable[[], Any], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not (got := await pred())[0]:
+        assert time.monotonic() < deadline, f"did not settle: {got[1]}"
+        await asyncio.sleep(0.05)
+
+
+async def create_kill_cycles(d: Daemon, c: Client, n: int, batch: int = 10) -> None:
+    """n sessions created, killed, their exit seen and their record removed, `batch` at a time."""
+    for _ in range(n // batch):
+        sids = [(await c.create(shell="/bin/sh", args=["-c", "exec sleep 100"], attach=True))["id"]
+                for _ in range(batch)]
+        for sid in sids:
+            await c.kill(sid)
+        exited: set[int] = set()
+        while len(exited) < batch:
+            ev = await c.next_event("exit", timeout=15)
+            exited.add(ev["session"])
+        assert exited == set(sids)
+        for sid in sids:
+            await c.kill(sid)  # removes the exited record
+
+
+async def connect_cycles(d: Daemon, n: int, sid: int) -> None:
+    """n clients that connect, attach (snapshot), list and leave; every fifth leaves without a word."""
+    for i in range(n):
+        if i % 5 == 4:
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect(d.socket)  # closed at once by the GC
+            continue
+        c = await connect(d.socket)
+        await c.attach(sid)
+        await c.list()
+        await c.close()
+
+
+def _resources(d: Daemon) -> tuple[int, list[int], int]:
+    return open_fds(d.pid), children(d.pid), rss(d.pid)
+
+
+async def _leak_run(d: Daemon, c: Client, n: int, cycle: Callable[[int], Any], expect_children: list[int],
+                    label: str) -> dict[str, float]:
+    """Run n cycles (c is the only other connection): fds and children return to the baseline at n/2 and n,
+    RSS settles."""
+    await cycle(20)  # warm-up: first-use allocations (emulator library, caches) are not leaks
+    fds0, _, rss0 = _resources(d)
+
+    async def back_to_baseline() -> tuple[bool, str]:
+        fds, kids, _ = _resources(d)
+        conns = (await c.stats())["connections"]
+        ok = fds <= fds0 and sorted(kids) == sorted(expect_children) and conns == 1
+        return ok, f"fds {fds} (baseline {fds0}), children {kids}, connections {conns}"
+
+    await cycle(n // 2)
+    await _settle(back_to_baseline)
+    rss_half = rss(d.pid)
+    await cycle(n - n // 2)
+    await _settle(back_to_baseline)
+    rss_full = rss(d.pid)
+    fig = {"cycles": n, "fds": fds0, "rss0_mib": rss0 / 2**20, "rss_half_mib": rss_half / 2**20,
+           "rss_full_mib": rss_full / 2**20}
+    print(f"{label}: {fig}")
+    # Settles: the second half of the cycles grows RSS by at most a few MiB (allocator noise), not in
+    # proportion to the cycles.
+    assert rss_full - rss_half < 6 * 2**20, fig
+    return fig
+
+
+async def test_create_kill_cycles_leak_nothing(daemon: Daemon) -> None:
+    n = int(os.environ.get("VP_LEAK_CYCLES", "1000"))
+    c = await daemon.client()
+    await _leak_run(daemon, c, n, lambda k: create_kill_cycles(daemon, c, k), [], "create/kill")
+    assert (await c.stats())["sessions"] == 0
+    await c.close()
+    assert_log_clean(daemon)
+
+
+async def test_connect_disconnect_cycles_leak_nothing(daemon: Daemon) -> None:
+    n = int(os.environ.get("VP_LEAK_CYCLES", "1000"))
+    c = await daemon.client()
+    s = await c.create(shell="/bin/sh", args=["-c", "seq 1 2000; exec cat"])
+    await asyncio.sleep(0.2)
+    await _leak_run(daemon, c, n, lambda k: connect_cycles(daemon, k, s["id"]), [s["pid"]], "connect/disconnect")
+    await c.kill(s["id"])
+    await c.close()
+    assert_log_clean(daemon)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hostile peers and data that looks like code
+
+
+async def test_input_never_reaches_another_session(daemon: Daemon) -> None:
+    """Random bytes (all 256 values) from two connections, interleaved over three sessions: each session's
+    program reads exactly the bytes addressed to it, and output goes only to subscribers of its session."""
+    rnd = random.Random(11)
+    a, b, watcher = await daemon.client(), await daemon.client(), await daemon.client()
+    tmp = tempfile.mkdtemp(prefix="vp-iso-")
+    sent: list[bytearray] = [bytearray() for _ in range(3)]
+    chunks: list[tuple[int, bytes]] = []
+    for _ in range(150):
+        k = rnd.randrange(3)
+        data = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 300)))
+        chunks.append((k, data))
+        sent[k] += data
+    sids = []
+    for k in range(3):
+        s = await a.create(shell="/bin/sh", attach=True, args=[
+            "-c", f"stty raw -echo; echo ready; head -c {len(sent[k])} > {tmp}/in{k}; echo done{k}"])
+        sids.append(s["id"])
+        await read_until(a, s["id"], b"ready")
+    await watcher.attach(sids[1], snapshot=False)
+    for i, (k, data) in enumerate(chunks):
+        await (a if i % 2 else b).input(sids[k], data)
+    done = 0
+    while done < 3:
+        ev = await a.next_event("exit", timeout=20)
+        assert ev["code"] == 0
+        done += 1
+    for k in range(3):
+        assert Path(f"{tmp}/in{k}").read_bytes() == bytes(sent[k]), f"session {k} got someone else's input"
+    while not watcher.events.empty():
+        ev = watcher.events.get_nowait()
+        assert ev.get("session") == sids[1], f"an event of a session this connection never attached: {ev}"
+    subprocess.run(["rm", "-rf", tmp], check=False)
+    for c in (a, b, watcher):
+        await c.close()
+
+
+HOSTILE = ["$(touch {canary}/a)", "`touch {canary}/b`", "; touch {canary}/c", "&& touch {canary}/d",
+           "| touch {canary}/e", "x\ntouch {canary}/f\n", "'; touch {canary}/g; '", '"; touch {canary}/h; "',
+           "> {canary}/i", "$((1+1)) ${{HOME}} * ? [a] ~", "-c", "\\", "--", " leading and trailing ", ""]
+
+
+async def test_create_fields_are_data_never_shell(daemon: Daemon, tmpdir_short: str) -> None:
+    """shell, args, env, cwd, name and tags go to posix_spawn and the session record as data: no shell ever
+    sees them, so nothing in them is executed or expanded."""
+    canary = os.path.join(tmpdir_short, "canary")
+    os.mkdir(canary)
+    hostile = [h.format(canary=canary) for h in HOSTILE]
+    weird = os.path.join(tmpdir_short, "dir with 'quotes' \"and\" $(touch x) `y` ;z")
+    os.mkdir(weird)
+    script_dir = os.path.join(weird, "bin dir")
+    os.mkdir(script_dir)
+    script = os.path.join(script_dir, "print $args; #")
+    Path(script).write_text('#!/bin/sh\nstty raw -echo\nprintf "%s\\0" "$@" "$PWD" "$V1" "$V2"\n')
+    os.chmod(script, 0o755)
+    c = await daemon.client()
+    env = {"V1": hostile[0] + hostile[5], "V2": "$(touch " + canary + "/env)", "BAD;NAME": "`touch x`"}
+    s = await c.create(shell=script, args=hostile, env=env, cwd=weird, name=hostile[2], tags={"t": hostile[1]},
+                       attach=True)
+    out, ev = await collect_until_exit(c, s["id"])
+    assert ev["code"] == 0
+    assert out.split(b"\0")[:-1] == [x.encode() for x in [*hostile, weird, env["V1"], env["V2"]]]
+    assert s["command"] == [script, *hostile] and s["name"] == hostile[2] and s["tags"] == {"t": hostile[1]}
+    # A shell string in `shell` is a file name, not a command line.
+    with pytest.raises(PtyError) as e:
+        await c.create(shell=f"/bin/sh -c 'touch {canary}/shell'")
+    assert e.value.code == "spawn_failed"
+    with pytest.raises(PtyError) as e:
+        await c.create(shell="/bin/sh", cwd=f"/tmp; touch {canary}/cwd")
+    assert e.value.code == "invalid_argument"
+    assert os.listdir(canary) == [], "something was executed"
+    assert not os.path.exists(os.path.join(weird, "x"))
+    await c.close()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(args=st.lists(st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40), max_size=6),
+       value=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=60))
+def test_any_args_and_env_arrive_byte_exact(args: list[str], value: str) -> None:
+    """Whatever text the args and an env value hold, the program receives exactly it."""
+    out, code = asyncio.run(_run_printargs(args, value))
+    assert code == 0
+    assert out.split(b"\0")[:-1] == [x.encode() for x in [*args, value]]
+
+
+_PRINTARGS_DAEMON: list[Daemon] = []
+
+
+async def _run_printargs(args: list[str], value: str) -> tuple[bytes, int]:
+    d = _PRINTARGS_DAEMON[0]
+    async with await d.client() as c:
+        s = await c.create(shell="/bin/sh", attach=True, env={"V": value},
+                           args=["-c", 'stty raw -echo; printf "%s\\0" "$@" "$V"', "sh", *args])
+        out, ev = await collect_until_exit(c, s["id"])
+    return out, ev["code"]
+
+
+@pytest.fixture(autouse=True)
+def _printargs_daemon(request: pytest.FixtureRequest) -> Any:
+    if request.node.name != "test_any_args_and_env_arrive_byte_exact":
+        yield
+        return
+    d = Daemon(tempfile.mkdtemp(prefix="vp-")).start()
+    _PRINTARGS_DAEMON.append(d)
+    yield
+    _PRINTARGS_DAEMON.clear()
+    d.stop()
+    subprocess.run(["rm", "-rf", d.dir], check=False)
