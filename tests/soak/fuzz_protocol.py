@@ -13,7 +13,6 @@ import argparse
 import time
 
 from _common import start_daemon, stop_daemon
-
 from tests.test_reliability import FUZZ_ENV, FuzzTarget, run_fuzz
 
 

@@ -14,7 +14,6 @@ import asyncio
 import time
 
 from _common import start_daemon, stop_daemon
-
 from tests.test_reliability import children, connect_cycles, create_kill_cycles, open_fds, rss
 
 
