@@ -398,3 +398,10 @@ def test_application_keypad_uses_deckpam() -> None:
     snap = roundtrip(b"\x1b=keypad")
     assert snap.modes["application_keypad"]
     assert b"\x1b=" in snap.data and b"\x1b[?66h" not in snap.data
+
+
+def test_wrapped_lines_moved_by_a_scroll_region() -> None:
+    """A scroll region can leave a row flagged as continuing a soft wrap under a row that is not wrapped; the
+    formatter then misplaced a cell (found by test_any_chunking)."""
+    roundtrip(b"plain text \r\nplain text plain text \x1b[2;4r\x1b[3;7Hplain text plain text ", cols=12, rows=4)
+    roundtrip(b"x" * 30 + b"\x1b[1;3r\x1b[3;1H\n\n\x1b[r" + b"\r\n" * 5, cols=12, rows=4, scrollback=10)

@@ -192,3 +192,38 @@ async def test_stuck_client_does_not_slow_other_sessions(daemon_factory: Any, se
     await c.kill(flood["id"])
     await c.close()
     stuck.close()
+
+
+async def test_python_client_with_bounded_queue_pushes_back(daemon_factory: Any) -> None:
+    """A vibest_pty.client consumer that lags stops reading its socket (max_events), so the daemon's flow
+    control applies to it too: warnings, a resync, and a contiguous stream to the end."""
+    from vibest_pty.client import connect
+
+    d: Daemon = daemon_factory(env=SMALL_QUEUE)
+    lagging = await connect(d.socket, max_events=20)
+    s = await lagging.create(shell="/bin/sh", args=["-c", "stty -opost; sleep 0.3; yes | head -c %d" % FLOOD_BYTES])
+    await lagging.attach(s["id"])
+    watcher = await d.client()
+    for _ in range(200):
+        st = await watcher.stats()
+        if any(q["resyncs"] or q["discarded"] for q in st["queues"]):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"the daemon never saw the lagging client push back: {st['queues']}")
+    expected: int | None = None
+    seen = set()
+    while True:
+        ev = await lagging.next_event(timeout=60)
+        seen.add(ev["type"])
+        if ev["type"] == "output":
+            assert expected is None or ev["offset"] == expected
+            expected = ev["offset"] + len(ev["data"])
+        elif ev["type"] == "resync":
+            expected = ev["snapshot"]["offset"]
+        elif ev["type"] == "exit":
+            break
+    assert expected == FLOOD_BYTES
+    assert {"backpressure_warning", "resync"} <= seen
+    await lagging.close()
+    await watcher.close()

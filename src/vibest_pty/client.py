@@ -15,7 +15,8 @@ from . import protocol
 from .config import default_socket_path
 from .protocol import FrameDecoder, Malformed
 
-EVENT_TYPES = frozenset({"output", "exit", "backpressure_warning", "resync", "shutdown", "error"})
+# "close" is emitted by the client itself when the connection ends ({"type": "close", "reason": str | None}).
+EVENT_TYPES = frozenset({"output", "exit", "backpressure_warning", "resync", "shutdown", "error", "close"})
 
 
 class PtyError(Exception):
@@ -35,16 +36,23 @@ class ConnectionClosed(PtyError):
 
 class Client:
     """One connection. Events (output, exit, ...) go to `events` (an asyncio.Queue) unless a handler is set with
-    on(type, fn); errors without an id are events too."""
+    on(type, fn); errors without an id are events too.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_frame: int) -> None:
+    With `max_events`, the queue is bounded and the client stops reading the socket while it is full, so a slow
+    consumer pushes back on the daemon (which then warns and resyncs) instead of growing memory. Replies queue
+    behind unread events then: keep consuming events while awaiting requests."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_frame: int,
+        max_events: int | None = None,
+    ) -> None:
         self._reader = reader
         self._writer = writer
         self._decoder = FrameDecoder(max_frame)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._handlers: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
-        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(max_events or 0)
         self.closed = asyncio.Event()
         self.close_reason: str | None = None
         self._task = asyncio.get_running_loop().create_task(self._read_loop())
@@ -61,7 +69,9 @@ class Client:
                 for msg in self._decoder.messages():
                     if isinstance(msg, Malformed):
                         raise protocol.FrameError(f"daemon sent a malformed message: {msg.reason}")
-                    self._dispatch(msg)
+                    event = self._dispatch(msg)
+                    if event is not None:
+                        await self.events.put(event)  # waits while a bounded queue is full
         except (OSError, protocol.FrameError) as exc:
             self.close_reason = str(exc)
         finally:
@@ -70,9 +80,13 @@ class Client:
                 if not fut.done():
                     fut.set_exception(ConnectionClosed(self.close_reason or "connection closed"))
             self._pending.clear()
-            self._emit({"type": "close", "reason": self.close_reason})
+            close = {"type": "close", "reason": self.close_reason}
+            if self._emit(close) is not None:
+                with contextlib.suppress(asyncio.QueueFull):
+                    self.events.put_nowait(close)
 
-    def _dispatch(self, msg: dict[str, Any]) -> None:
+    def _dispatch(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        """Resolve a reply, or run the event's handlers; returns an event that has none, for the queue."""
         t = msg.get("type")
         rid = msg.get("id")
         if t in ("ok", "error") and rid is not None:
@@ -82,20 +96,30 @@ class Client:
                     fut.set_result(msg)
                 else:
                     fut.set_exception(PtyError(msg.get("code", "internal"), msg.get("message", ""), msg))
-            return
-        self._emit(msg)
+            return None
+        return self._emit(msg)
 
-    def _emit(self, msg: dict[str, Any]) -> None:
+    def _emit(self, msg: dict[str, Any]) -> dict[str, Any] | None:
         handlers = self._handlers.get(msg.get("type", ""))
-        if handlers:
-            for fn in handlers:
-                fn(msg)
-        else:
-            self.events.put_nowait(msg)
+        if not handlers:
+            return msg
+        for fn in list(handlers):
+            fn(msg)
+        return None
 
     def on(self, event: str, fn: Callable[[dict[str, Any]], None]) -> None:
         """Call fn for each event of this type instead of queueing it."""
         self._handlers.setdefault(event, []).append(fn)
+
+    def off(self, event: str, fn: Callable[[dict[str, Any]], None]) -> None:
+        """Stop calling fn; events of this type are queued again once no handler is left."""
+        handlers = self._handlers.get(event, [])
+        if fn in handlers:
+            handlers.remove(fn)
+
+    async def drain(self) -> None:
+        """Wait until what send()/send_input() wrote has been handed to the socket (bounded write buffer)."""
+        await self._writer.drain()
 
     def send(self, message: dict[str, Any]) -> None:
         """Send a message as is (no id is added): fire-and-forget."""
@@ -194,12 +218,14 @@ class Client:
 
 
 async def connect(
-    socket_path: str | None = None, *, hello: bool = True, max_frame: int = protocol.DEFAULT_MAX_FRAME
+    socket_path: str | None = None, *, hello: bool = True, max_frame: int = protocol.DEFAULT_MAX_FRAME,
+    max_events: int | None = None,
 ) -> Client:
     """Connect to the daemon (raises OSError when nothing listens)."""
     path = socket_path or default_socket_path()
-    reader, writer = await asyncio.open_unix_connection(path, limit=max_frame + 4)
-    client = Client(reader, writer, max_frame)
+    # A small limit: the StreamReader pauses the socket past 2x this, so a full event queue reaches the daemon.
+    reader, writer = await asyncio.open_unix_connection(path, limit=65536)
+    client = Client(reader, writer, max_frame, max_events)
     if hello:
         await client.hello()
     return client

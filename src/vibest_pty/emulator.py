@@ -322,10 +322,48 @@ class _View:
         last = self.total - 1
         while last > start and self.is_blank_row(last):
             last -= 1
-        sel = _selection(self.t, 0, start, self.cols - 1, last, _lib.GHOSTTY_POINT_TAG_SCREEN)
-        out = _format(self.t, sel, unwrap=True)
+        # The formatter joins a row marked "continues a soft wrap" onto the row above even when that row is not
+        # wrapped (scroll regions leave rows so), misplacing a cell: format such rows as separate lines.
+        pieces = []
+        first = start
+        for y in self.orphan_continuations(start + 1, last):
+            sel = _selection(self.t, 0, first, self.cols - 1, y - 1, _lib.GHOSTTY_POINT_TAG_SCREEN)
+            pieces.append(_format(self.t, sel, unwrap=True))
+            first = y
+        sel = _selection(self.t, 0, first, self.cols - 1, last, _lib.GHOSTTY_POINT_TAG_SCREEN)
+        pieces.append(_format(self.t, sel, unwrap=True))
+        out = b"\r\n".join(pieces)
         if pad:
             out += b"\r\n" * (self.total - 1 - last)
+        return out
+
+    def orphan_continuations(self, first: int, last: int) -> list[int]:
+        """Rows in first..last flagged as a soft-wrap continuation whose previous row is not wrapped.
+        One grid ref and row handle are reused: this walks every row of a 10k-line history on attach."""
+        grid_ref = _union_fn(
+            "ghostty_terminal_grid_ref", "GhosttyResult(*)(GhosttyTerminal, GhosttyPointS, GhosttyGridRef*)"
+        )
+        row_of, row_get = _lib.ghostty_grid_ref_row, _lib.ghostty_row_get
+        wrap, cont = _lib.GHOSTTY_ROW_DATA_WRAP, _lib.GHOSTTY_ROW_DATA_WRAP_CONTINUATION
+        pt = _ffi.new("GhosttyPointS*")
+        pt.tag = _lib.GHOSTTY_POINT_TAG_SCREEN
+        pt.value.x = 0
+        ref = _new_sized("GhosttyGridRef")
+        row = _ffi.new("GhosttyRow*")
+        flag = _ffi.new("bool*")
+        t = self.t
+        out = []
+        prev_wrap = False
+        for y in range(max(first - 1, 0), last + 1):
+            pt.value.y = y
+            if grid_ref(t, pt[0], ref) or row_of(ref, row):
+                raise EmulatorError(f"grid ref of row {y} failed")
+            if not prev_wrap and y >= first:
+                row_get(row[0], cont, flag)
+                if flag[0]:
+                    out.append(y)
+            row_get(row[0], wrap, flag)
+            prev_wrap = bool(flag[0])
         return out
 
     def bg_repair(self) -> bytes:
