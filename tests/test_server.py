@@ -53,6 +53,9 @@ def frame(payload: bytes) -> bytes:
         (msgpack.packb({"type": 5, "id": 1}), "bad_message"),
         (msgpack.packb({"type": "list", "id": -4}), "bad_message"),
         (msgpack.packb({"type": "frobnicate", "id": 1}), "unknown_type"),
+        (b"\x82\xa4type\xa4list\xa2id\xa2\xc3\x28", "bad_message"),  # invalid UTF-8 in a str
+        (msgpack.packb({"type": "input", "id": 1, "session": 1, "data": {"nested": {"map": [1]}}}),
+         "invalid_argument"),
         (msgpack.packb({"type": "input", "id": 1, "session": "one", "data": "x"}), "invalid_argument"),
         (msgpack.packb({"type": "input", "id": 1, "session": 1, "data": 5}), "invalid_argument"),
         (msgpack.packb({"type": "input", "id": 1, "session": 99, "data": "x"}), "session_not_found"),

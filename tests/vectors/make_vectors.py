@@ -53,7 +53,7 @@ INVALID: list[tuple[str, str, str]] = [
     ("not_a_map", "0000000193", "bad_message"),  # fixarray of 3... truncated -> invalid msgpack
     ("array_payload", "00000003920102", "bad_message"),
     ("trailing_bytes", "0000000380c0c0", "bad_message"),
-    ("invalid_utf8_str", "00000004a2c3284f", "bad_message"),
+    ("str_payload_with_trailing_byte", "00000004a2c3284f", "bad_message"),
 ]
 
 
