@@ -58,7 +58,7 @@ class RawReader:
 
 async def _flood_with_stuck_and_fast_client(d: Daemon) -> tuple[RawReader, bytes, dict[str, Any], int]:
     fast = await d.client()
-    s = await fast.create(shell="/bin/sh", args=["-c", "stty -opost; sleep 0.3; yes 'flow control line' | head -c %d" % FLOOD_BYTES])
+    s = await fast.create(shell="/bin/sh", args=["-c", f"stty -opost; sleep 0.3; yes 'flow control line' | head -c {FLOOD_BYTES}"])
     await fast.attach(s["id"])
     stuck = RawReader(d.socket)
     stuck.send({"type": "attach", "id": 1, "session": s["id"]})
@@ -201,7 +201,7 @@ async def test_python_client_with_bounded_queue_pushes_back(daemon_factory: Any)
 
     d: Daemon = daemon_factory(env=SMALL_QUEUE)
     lagging = await connect(d.socket, max_events=20)
-    s = await lagging.create(shell="/bin/sh", args=["-c", "stty -opost; sleep 0.3; yes | head -c %d" % FLOOD_BYTES])
+    s = await lagging.create(shell="/bin/sh", args=["-c", f"stty -opost; sleep 0.3; yes | head -c {FLOOD_BYTES}"])
     await lagging.attach(s["id"])
     watcher = await d.client()
     for _ in range(200):
