@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         env = {"RUST_PTY_SCROLLBACK_LINES": "100000", "RUST_PTY_MAX_SESSIONS": "1000"}
         with common.Daemon(env) as d:
             c = d.client()
+            spawn_latencies(c, 5)  # warm-up: the first creates pay for imports and caches
             empty = spawn_latencies(c, args.n)
             rss0 = common.rss_bytes(d.pid)
             fill_sessions = 0

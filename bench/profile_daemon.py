@@ -7,7 +7,7 @@ throughput: the daemon path of bench_throughput.py (one attached client) on one 
             `--seconds`. isolation: a session flooding `yes` to a client that never reads while another session
             echoes keys. Output: top functions by self time and by inclusive time (share of the daemon's active,
             non-idle samples); the collapsed stacks are kept in bench/results/profile-*.txt (for flamegraph.pl or
-            speedscope.app).
+            speedscope.app). echo: keystroke round trips as in bench_echo.py, nothing else.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def summarize(raw_path: str, top: int = 20) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scenario", choices=["throughput", "isolation"], default="throughput")
+    ap.add_argument("--scenario", choices=["throughput", "isolation", "echo"], default="throughput")
     ap.add_argument("--workload", default="plain", choices=list(workloads.WORKLOADS))
     ap.add_argument("--size-mb", type=float, default=20)
     ap.add_argument("--seconds", type=float, default=10)
@@ -89,6 +89,12 @@ def main() -> None:
                     runs.append(bench_throughput.run_daemon(d, path, cols, rows))
                 print(f"{args.workload}: {len(runs)} runs, median {n / common.med(runs) / 1e6:.1f} MB/s "
                       "(slowed by the sampling)")
+            elif args.scenario == "echo":
+                b = d.client()
+                sid = b.create(shell="/bin/sh", args=["-c", CMD], attach=True)["id"]
+                while time.time() < t_end:
+                    daemon_echo_loop(b, sid, 200)
+                b.close()
             else:
                 b = d.client()
                 sid = b.create(shell="/bin/sh", args=["-c", CMD], attach=True)["id"]
