@@ -20,10 +20,9 @@ def start_daemon(env: dict[str, str] | None = None) -> Daemon:
     return d.start()
 
 
-def stop_daemon(d: Daemon) -> int:
+def stop_daemon(d: Daemon, failed: bool = False) -> int:
     rc = d.stop()
-    keep = os.environ.get("VP_SOAK_KEEP")
-    if keep:
+    if failed or os.environ.get("VP_SOAK_KEEP"):
         print(f"daemon log kept in {d.log_path}")
     else:
         subprocess.run(["rm", "-rf", d.dir], check=False)

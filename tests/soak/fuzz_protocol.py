@@ -25,6 +25,7 @@ def main() -> int:
     target = FuzzTarget(d)
     t0 = time.monotonic()
     rounds = 0
+    failed = True
     try:
         while time.monotonic() - t0 < args.seconds:
             run_fuzz(target, args.batch)
@@ -32,8 +33,9 @@ def main() -> int:
             rate = target.count / (time.monotonic() - t0)
             print(f"round {rounds}: {target.count} cases, {rate:.0f}/s, echo ok, daemon up", flush=True)
         target.finish()
+        failed = False
     finally:
-        rc = stop_daemon(d)
+        rc = stop_daemon(d, failed)
     print(f"fuzz_protocol: {target.count} cases in {time.monotonic() - t0:.0f} s, daemon exit {rc}: PASS")
     return 0 if rc == 0 else 1
 
