@@ -3,7 +3,7 @@
     .venv/bin/python tests/soak/soak_repeat.py --rounds 10 -k "flood or sigkill or vanish"
 
 Knobs passed to tests/test_reliability.py through the environment (CI defaults in brackets):
-VP_FUZZ_EXAMPLES [400], VP_LEAK_CYCLES [1000], VP_FLOOD_BYTES [16000000]. This script sets them to
+VP_FUZZ_EXAMPLES [300], VP_LEAK_CYCLES [500], VP_FLOOD_BYTES [16000000]. This script sets them to
 --fuzz-examples, --leak-cycles and --flood-bytes. Prints a pass/fail count per round and the failures' output.
 """
 
