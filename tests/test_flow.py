@@ -16,6 +16,12 @@ from vibest_pty.client import Client
 from .conftest import Daemon, collect_until_exit
 
 FLOOD_BYTES = 20_000_000
+# A paced flood (~8 MiB at a few MB/s): a stuck client overflows a 1 MiB queue, while a reading client keeps up
+# even on a loaded machine (under auto-disconnect a lagging "fast" client would rightly be cut off too).
+PACED_CHUNK, PACED_CHUNKS = 131072, 64
+PACED_BYTES = PACED_CHUNK * PACED_CHUNKS
+PACED_FLOOD = (f"stty -opost; sleep 0.3; for i in $(seq {PACED_CHUNKS}); do "
+               f"head -c {PACED_CHUNK} /dev/zero | tr '\\0' x; sleep 0.02; done")
 SMALL_QUEUE = {"RUST_PTY_FLOW_MAX_QUEUE_BYTES": str(1 << 20), "RUST_PTY_FLOW_MAX_QUEUE_SIZE": "2048",
                "RUST_PTY_FLOW_THRESHOLD": "512"}
 
@@ -58,7 +64,7 @@ class RawReader:
 
 async def _flood_with_stuck_and_fast_client(d: Daemon) -> tuple[RawReader, bytes, dict[str, Any], int]:
     fast = await d.client()
-    s = await fast.create(shell="/bin/sh", args=["-c", f"stty -opost; sleep 0.3; yes 'flow control line' | head -c {FLOOD_BYTES}"])
+    s = await fast.create(shell="/bin/sh", args=["-c", PACED_FLOOD])
     await fast.attach(s["id"])
     stuck = RawReader(d.socket)
     stuck.send({"type": "attach", "id": 1, "session": s["id"]})
@@ -82,8 +88,7 @@ async def test_stuck_client_gets_warnings_then_resync_and_fast_client_everything
     d: Daemon = daemon_factory(env=SMALL_QUEUE)
     stuck, out, ev, peak_rss = await _flood_with_stuck_and_fast_client(d)
     assert ev["code"] == 0
-    assert len(out) == FLOOD_BYTES, "the fast client got every byte, in order (offsets checked)"
-    assert out[:18] == b"flow control line\n"
+    assert out == b"x" * PACED_BYTES, "the fast client got every byte, in order (offsets checked)"
     assert peak_rss < 150 * 1024 * 1024, f"daemon RSS {peak_rss / 2**20:.0f} MiB while a client was stuck"
 
     # Now the stuck client reads: whatever it got is contiguous, nothing is silently lost.
@@ -105,14 +110,14 @@ async def test_stuck_client_gets_warnings_then_resync_and_fast_client_everything
             assert snap["offset"] >= (expected or 0)
             expected = snap["offset"]
         total = expected or 0
-    assert total == FLOOD_BYTES, "after the resync the stuck client reaches the same end as everyone"
+    assert total == PACED_BYTES, "after the resync the stuck client reaches the same end as everyone"
     stuck.close()
 
 
 async def test_auto_disconnect_policy(daemon_factory: Any) -> None:
     d: Daemon = daemon_factory(env={**SMALL_QUEUE, "RUST_PTY_FLOW_AUTO_DISCONNECT": "true"})
     stuck, out, _, _ = await _flood_with_stuck_and_fast_client(d)
-    assert len(out) == FLOOD_BYTES
+    assert len(out) == PACED_BYTES
     stuck.sock.setblocking(False)
     frames: list[dict[str, Any]] = []
     loop = asyncio.get_running_loop()

@@ -123,7 +123,7 @@ class Session:
         frame = protocol.encode_output(self.id, self.offset, data)
         self.offset += len(data)
         self._counters.bytes_out += len(data)
-        for sub in self.subscribers.values():
+        for sub in tuple(self.subscribers.values()):  # a push may close its connection (auto-disconnect)
             sub.push(frame)
 
     # -- exit --------------------------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ class Session:
         self._fd = -1
         frame = protocol.encode({"type": "exit", "session": self.id, "code": self.exit_code,
                                  "signal": self.exit_signal})
-        for sub in self.subscribers.values():
+        for sub in tuple(self.subscribers.values()):
             sub.push_exit(frame)
         log.info("session %d exited (code=%s signal=%s)", self.id, self.exit_code, self.exit_signal)
         self._on_exit(self)
