@@ -387,7 +387,7 @@ def message_case(draw: Any, t: Targets) -> Case:
                              st.integers(1, 300))
         cols, rows = draw(dim()), draw(dim())
         if 1 <= cols <= 1000 and 1 <= rows <= 1000 and cols * rows > 20000:
-            # Snapshots of very large terminals stall the daemon for seconds (see
+            # Snapshots of very large terminals take the emulator thread a while (they no longer stall the loop:
             # test_snapshot_of_largest_terminal_does_not_freeze_others): keep the fuzz about validation.
             rows = max(1, 20000 // cols)
         msg, rid = draw(_with_id({"type": "resize", "session": t.sink, "cols": cols, "rows": rows}))
@@ -866,9 +866,6 @@ async def test_child_that_daemonizes_does_not_delay_exit(daemon: Daemon) -> None
     await c.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "daemon bug: Session._finish cancels the SIGKILL escalation timer once the leader is reaped, so a "
-    "background job of the killed session that ignores SIGHUP survives kill (session.py Session._finish/kill)"))
 async def test_kill_reaches_hup_ignoring_background_job_after_leader_died(daemon_factory: Any) -> None:
     d: Daemon = daemon_factory(env={"RUST_PTY_KILL_GRACE_MS": "300"})
     c = await d.client()
@@ -997,7 +994,9 @@ async def main():
             return
 asyncio.run(main())
 """
-FLOOD_QUEUE_BYTES = 256 * 1024
+# Room for a fast client that loses the CPU for a moment (16 busy processes share 2 cores here); a stuck client
+# still overflows it within milliseconds.
+FLOOD_QUEUE_BYTES = 2 * 1024 * 1024
 FLOOD_ENV = {"RUST_PTY_FLOW_MAX_QUEUE_BYTES": str(FLOOD_QUEUE_BYTES), "RUST_PTY_FLOW_MAX_QUEUE_SIZE": "1024",
              "RUST_PTY_FLOW_THRESHOLD": "256"}
 
@@ -1115,7 +1114,8 @@ async def test_five_floods_fast_and_slow_clients_and_echo_latency(daemon_factory
           f"(max {max(loaded) * 1000:.1f} ms); {still_flooding}/5 floods running after the pings; "
           f"peak rss +{(peak['rss'] - base_rss) / 2**20:.1f} MiB; slow readers {stats}")
     assert still_flooding >= 3, "the floods ended before the latency was measured: raise VP_FLOOD_BYTES"
-    assert peak["rss"] - base_rss < 64 * 2**20, "memory stays bounded by the queue budgets"
+    # 10 subscriber queues of at most 2 MiB, the emulator thread's bounded backlog, transport buffers.
+    assert peak["rss"] - base_rss < 96 * 2**20, "memory stays bounded by the queue budgets"
     # "Within 2x of idle" cannot hold here: idle is ~0.5 ms, and under the flood 16 busy processes (5 yes, 5 head,
     # 5 fast clients, the daemon) share 2 cores, so every hop waits for a CPU slice. Measured medians are
     # 10-50 ms on the reference box; what is asserted is that the echo stays interactive (no queueing behind
@@ -1332,9 +1332,6 @@ def _printargs_daemon(request: pytest.FixtureRequest) -> Any:
     subprocess.run(["rm", "-rf", d.dir], check=False)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "daemon bug: replies to a client that does not read pile up without bound in Connection._control "
-    "(server.py): the daemon keeps reading and answering requests while the connection's writes are paused"))
 async def test_pipelined_requests_from_a_non_reader_are_bounded(daemon: Daemon) -> None:
     """Flow control bounds output queues; a peer that pipelines requests and never reads their replies must be
     bounded too (e.g. by no longer reading its requests while its replies wait), else any local process can make
@@ -1361,10 +1358,6 @@ async def test_pipelined_requests_from_a_non_reader_are_bounded(daemon: Daemon) 
     assert peak < 64 * 2**20, f"daemon grew {peak / 2**20:.0f} MiB for {n} unread replies of {per_reply} bytes"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "daemon bug: a snapshot of a 1000x1000 session takes seconds (emulator.py Emulator.snapshot, ~8 s measured) "
-    "and runs on the event loop (session.py Session.snapshot via server.py _snapshot/_attach and resync), "
-    "freezing every other session and client meanwhile"))
 async def test_snapshot_of_largest_terminal_does_not_freeze_others(daemon: Daemon) -> None:
     """cols/rows up to 1000 are valid; one `snapshot` of such a session must not stall an echo elsewhere."""
     echo = Echo(daemon.socket)

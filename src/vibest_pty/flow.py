@@ -4,6 +4,9 @@ A subscriber is one (connection, session) pair. The session pushes each output f
 every subscriber) and never waits; the connection's writer pops frames when its socket can take them. A queue that
 fills up never blocks the PTY: its backlog is discarded and replaced by a resync (a fresh snapshot) once the
 connection has drained, or, when so configured, the connection is closed.
+
+Snapshots come back asynchronously (from the emulator thread). While one is being made the subscriber is `held`:
+output from the snapshot's offset on is queued as usual but not sent before the snapshot itself.
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ class Sink(Protocol):
 
 class Subscriber:
     __slots__ = (
-        "_snapshot_fn", "bytes", "discarded", "exit_frame", "in_rotation", "level", "limits", "queue",
-        "resync_pending", "resyncs", "session_id", "sink", "warnings",
+        "_snapshot_fn", "bytes", "discarded", "exit_frame", "head", "held", "in_rotation", "level", "limits",
+        "queue", "resync_pending", "resyncs", "session_id", "sink", "warnings",
     )
 
     def __init__(
@@ -53,7 +56,7 @@ class Subscriber:
         session_id: int,
         sink: Sink,
         limits: FlowLimits,
-        snapshot_fn: Callable[[], dict[str, Any]],
+        snapshot_fn: Callable[[Callable[[dict[str, Any] | Exception], None]], int],
     ) -> None:
         self.session_id = session_id
         self.sink = sink
@@ -64,6 +67,8 @@ class Subscriber:
         self.level = GREEN
         self.resync_pending = False
         self.exit_frame: bytes | None = None
+        self.head: bytes | None = None  # a resync frame, sent before the queue
+        self.held = False  # waiting for a snapshot: nothing is sent meanwhile
         self.in_rotation = False
         self.discarded = 0  # frames thrown away by overflows, for stats
         self.resyncs = 0
@@ -84,14 +89,25 @@ class Subscriber:
         n += 1
         if self.level == GREEN and (lim.max_events - n < lim.threshold or self.bytes * 4 > lim.max_bytes * 3):
             self._warn(YELLOW)
-        if not self.in_rotation:
-            self.sink.subscriber_ready(self)
+        self._ready()
 
     def push_exit(self, frame: bytes) -> None:
         """The session's exit event: exempt from the bounds, always after every output frame."""
         self.exit_frame = frame
-        if not self.in_rotation:
+        self._ready()
+
+    def _ready(self) -> None:
+        if not self.in_rotation and not self.held:
             self.sink.subscriber_ready(self)
+
+    def hold(self) -> None:
+        """Send nothing until release(): the attach reply carrying the snapshot must go first."""
+        self.held = True
+
+    def release(self) -> None:
+        self.held = False
+        if self.has_work():
+            self._ready()
 
     def _overflow(self) -> None:
         self._warn(RED)
@@ -102,8 +118,7 @@ class Subscriber:
         self.queue.clear()
         self.bytes = 0
         self.resync_pending = True
-        if not self.in_rotation:
-            self.sink.subscriber_ready(self)
+        self._ready()
 
     def _warn(self, level: str) -> None:
         if self.level == level:
@@ -118,17 +133,23 @@ class Subscriber:
     # -- consumer side (the connection's writer) -----------------------------------------------------------------
 
     def has_work(self) -> bool:
-        return bool(self.queue) or self.resync_pending or self.exit_frame is not None
+        if self.held:
+            return False
+        return self.head is not None or bool(self.queue) or self.resync_pending or self.exit_frame is not None
 
     def pop(self) -> bytes | None:
-        """The next frame to write, or None when there is nothing left."""
+        """The next frame to write, or None when there is nothing to send now."""
+        if self.head is not None:
+            frame, self.head = self.head, None
+            return frame
         if self.resync_pending:
-            # Taken now, when the connection has room again, so it is as fresh as it can be; output pushed
-            # from here on continues at snapshot.offset.
+            # Asked for now, when the connection has room again, so it is as fresh as it can be. Output pushed
+            # from here on is queued; it follows the resync frame, which continues at snapshot.offset.
             self.resync_pending = False
-            self.resyncs += 1
             self.level = GREEN
-            return protocol.encode({"type": "resync", "session": self.session_id, "snapshot": self._snapshot_fn()})
+            self.held = True
+            self._snapshot_fn(self._resync_ready)
+            return None
         if self.queue:
             frame = self.queue.popleft()
             self.bytes -= len(frame)
@@ -139,6 +160,17 @@ class Subscriber:
             frame, self.exit_frame = self.exit_frame, None
             return frame
         return None
+
+    def _resync_ready(self, snapshot: dict[str, Any] | Exception) -> None:
+        if self.resync_pending:
+            pass  # overflowed again while the snapshot was made: it is stale, a fresh one will be asked for
+        elif isinstance(snapshot, Exception):
+            self.head = protocol.encode(protocol.error(None, protocol.INTERNAL, f"resync failed: {snapshot}",
+                                                       "resync", self.session_id))
+        else:
+            self.resyncs += 1
+            self.head = protocol.encode({"type": "resync", "session": self.session_id, "snapshot": snapshot})
+        self.release()
 
     def stats(self) -> dict[str, Any]:
         return {"session": self.session_id, "events": len(self.queue), "bytes": self.bytes, "level": self.level,

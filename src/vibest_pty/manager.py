@@ -14,13 +14,15 @@ from .config import Config
 from .protocol import CreateOptions, ProtocolError
 from .pty import spawn
 from .session import Counters, Session
+from .worker import EmulatorWorker
 
 log = logging.getLogger("vibest_pty.manager")
 
 
 class Manager:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, worker: EmulatorWorker) -> None:
         self.config = config
+        self.worker = worker
         self.sessions: dict[int, Session] = {}
         self._exited: OrderedDict[int, None] = OrderedDict()  # exit order, oldest first
         self._next_id = 1
@@ -71,7 +73,7 @@ class Manager:
             sid, child, argv, cwd, opts.cols, opts.rows, opts.name, dict(opts.tags),
             scrollback_lines=cfg.scrollback_lines, replay_bytes=cfg.replay_bytes,
             input_queue_bytes=cfg.input_queue_bytes, kill_grace_s=cfg.kill_grace_ms / 1000,
-            on_exit=self._on_exit, counters=self.counters,
+            on_exit=self._on_exit, counters=self.counters, worker=self.worker,
         )
         self.sessions[sid] = session
         self._all_exited.clear()

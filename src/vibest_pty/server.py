@@ -27,6 +27,7 @@ from .config import Config, ConfigError
 from .flow import FlowLimits, Subscriber
 from .manager import Manager
 from .protocol import FrameDecoder, FrameError, Malformed, ProtocolError
+from .worker import EmulatorWorker
 
 log = logging.getLogger("vibest_pty.server")
 
@@ -35,7 +36,24 @@ WRITE_HIGH = 64 * 1024  # the transport's own buffer stays this small; the rest 
 WRITE_LOW = 16 * 1024
 BATCH = 64 * 1024
 CLOSE_TIMEOUT_S = 5.0
+# Replies waiting for a peer that does not read: past HIGH its requests are not read (nor handled) until the
+# replies drain under LOW, so pipelining requests cannot make the daemon allocate without bound.
+CONTROL_HIGH = 4 * 1024 * 1024
+CONTROL_LOW = 1024 * 1024
+MAX_PENDING_REPLIES = 8  # snapshots being made for one connection before its next requests wait
 _PEERCRED = struct.Struct("3i")
+
+
+class PendingReply:
+    """A reply slot in the control queue that a snapshot fills later: replies keep the order of requests."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self) -> None:
+        self.frame: bytes | None = None
+
+
+Reply = dict[str, Any] | PendingReply
 
 
 class StartupError(Exception):
@@ -53,7 +71,11 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.decoder = FrameDecoder(server.config.max_frame)
         self.subs: dict[int, Subscriber] = {}  # by session id
-        self._control: deque[bytes] = deque()
+        self._control: deque[bytes | PendingReply] = deque()
+        self._control_bytes = 0
+        self._pending_replies = 0
+        self._reading_paused = False
+        self._rid: int | None = None  # the id of the request being handled
         self._ready: deque[Subscriber] = deque()
         self._paused = False
         self._scheduled = False
@@ -104,6 +126,10 @@ class Connection(asyncio.Protocol):
         if self._closing:
             return
         self.decoder.feed(data)
+        self._process()
+
+    def _process(self) -> None:
+        """Handle the complete requests received, stopping (and not reading more) while replies pile up."""
         try:
             for msg in self.decoder.messages():
                 if self._closing:
@@ -112,6 +138,11 @@ class Connection(asyncio.Protocol):
                     self.send_control(protocol.error(None, protocol.BAD_MESSAGE, msg.reason))
                 else:
                     self._handle(msg)
+                if self._control_bytes > CONTROL_HIGH or self._pending_replies >= MAX_PENDING_REPLIES:
+                    if not self._reading_paused and self.transport is not None:
+                        self._reading_paused = True
+                        self.transport.pause_reading()
+                    return
         except FrameError as exc:
             self.fail(exc.code, exc.message)
 
@@ -126,7 +157,7 @@ class Connection(asyncio.Protocol):
         sid = msg.get("session")
         session_field = sid if type(sid) is int else None
         try:
-            rid = protocol.request_id(msg)
+            rid = self._rid = protocol.request_id(msg)
             rtype = protocol.request_type(msg)
             result = _HANDLERS[rtype](self, msg)
         except ProtocolError as exc:
@@ -136,10 +167,13 @@ class Connection(asyncio.Protocol):
             log.exception("internal error handling %r", rtype)
             self.send_control(protocol.error(rid, protocol.INTERNAL, f"internal error: {exc}", rtype, session_field))
             return
-        if rid is not None:
+        if isinstance(result, PendingReply):
+            self._control.append(result)
+            self._pending_replies += 1
+        elif rid is not None:
             self.send_control(protocol.ok(rid, **result))
 
-    def _hello(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _hello(self, msg: dict[str, Any]) -> Reply:
         version = msg.get("protocol", protocol.PROTOCOL_VERSION)
         if version != protocol.PROTOCOL_VERSION or type(version) is not int:
             raise ProtocolError(protocol.UNSUPPORTED_PROTOCOL, f"protocol {version!r} is not supported (1 is)")
@@ -147,35 +181,55 @@ class Connection(asyncio.Protocol):
         return {"protocol": protocol.PROTOCOL_VERSION, "version": __version__, "pid": os.getpid(),
                 "features": FEATURES}
 
-    def _create(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _create(self, msg: dict[str, Any]) -> Reply:
         opts = protocol.parse_create_options(msg)
         session = self.manager.create(opts)
         if opts.attach:
             self._subscribe(session.id)
         return {"session": session.info()}
 
-    def _attach(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _attach(self, msg: dict[str, Any]) -> Reply:
         sid = protocol.get_session(msg)
         want_snapshot = protocol.get_bool(msg, "snapshot", True)
         since_raw = msg.get("since")
         since = None if since_raw is None else protocol.get_int(msg, "since", hi=2**63 - 1)
         session = self.manager.get(sid)
-        # All of this happens in one callback: the snapshot, the offset and the subscription are the same instant.
-        result: dict[str, Any] = {"offset": session.offset}
+        rid = self._rid
+        # The offset, the subscription and the snapshot request are the same instant: the emulator thread takes
+        # the snapshot after exactly the output before `offset`, and the subscriber queues what follows it.
+        offset = session.offset
         replay = session.replay_since(since) if since is not None else None
-        if replay is not None:
-            result["replay"] = replay
-        elif want_snapshot or since is not None:
-            result["snapshot"] = session.snapshot()
-        self._subscribe(sid)
-        result["session"] = session.info()
-        return result
+        sub = self._subscribe(sid)
+        if replay is not None or not (want_snapshot or since is not None) or rid is None:
+            result: dict[str, Any] = {"offset": offset, "session": session.info()}
+            if replay is not None:
+                result["replay"] = replay
+            return result
+        sub.hold()
+        pending = PendingReply()
 
-    def _subscribe(self, sid: int) -> None:
+        def done(snapshot: dict[str, Any] | Exception) -> None:
+            if isinstance(snapshot, Exception):
+                pending.frame = protocol.encode(protocol.error(
+                    rid, protocol.INTERNAL, f"snapshot failed: {snapshot}", "attach", sid))
+            else:
+                pending.frame = protocol.encode(
+                    protocol.ok(rid, offset=offset, snapshot=snapshot, session=session.info()))
+            self._control_bytes += len(pending.frame)
+            self._pending_replies -= 1
+            if self.subs.get(sid) is sub:
+                sub.release()
+            self._schedule()
+
+        session.request_snapshot(done)
+        return pending
+
+    def _subscribe(self, sid: int) -> Subscriber:
         self._unsubscribe(sid)
         session = self.manager.get(sid)
         sub = session.subscribe(self.id, self, self.server.flow_limits)
         self.subs[sid] = sub
+        return sub
 
     def _unsubscribe(self, sid: int) -> bool:
         sub = self.subs.pop(sid, None)
@@ -189,47 +243,65 @@ class Connection(asyncio.Protocol):
             sub.in_rotation = False
         return True
 
-    def _detach(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _detach(self, msg: dict[str, Any]) -> Reply:
         sid = protocol.get_session(msg)
         self.manager.get(sid)
         self._unsubscribe(sid)
         return {}
 
-    def _input(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _input(self, msg: dict[str, Any]) -> Reply:
         sid = protocol.get_session(msg)
         data = protocol.get_data(msg)
         self.manager.get(sid).write_input(data)
         return {}
 
-    def _resize(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _resize(self, msg: dict[str, Any]) -> Reply:
         sid = protocol.get_session(msg)
         cols = protocol.get_int(msg, "cols", lo=1, hi=protocol.MAX_COLS)
         rows = protocol.get_int(msg, "rows", lo=1, hi=protocol.MAX_ROWS)
         self.manager.get(sid).resize(cols, rows)
         return {}
 
-    def _kill(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _kill(self, msg: dict[str, Any]) -> Reply:
         self.manager.kill(protocol.get_session(msg))
         return {}
 
-    def _signal(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _signal(self, msg: dict[str, Any]) -> Reply:
         sid = protocol.get_session(msg)
         sig = protocol.parse_signal(msg.get("signal"))
         self.manager.get(sid).send_signal(sig)
         return {}
 
-    def _ack(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _ack(self, msg: dict[str, Any]) -> Reply:
         protocol.get_session(msg)
         protocol.get_int(msg, "count", hi=2**63 - 1, default=0)
         return {}
 
-    def _list(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _list(self, msg: dict[str, Any]) -> Reply:
         return {"sessions": self.manager.list()}
 
-    def _snapshot(self, msg: dict[str, Any]) -> dict[str, Any]:
-        return {"snapshot": self.manager.get(protocol.get_session(msg)).snapshot()}
+    def _snapshot(self, msg: dict[str, Any]) -> Reply:
+        sid = protocol.get_session(msg)
+        session = self.manager.get(sid)
+        rid = self._rid
+        if rid is None:
+            return {}  # no one to send it to
+        pending = PendingReply()
 
-    def _stats(self, msg: dict[str, Any]) -> dict[str, Any]:
+        def done(snapshot: dict[str, Any] | Exception) -> None:
+            if isinstance(snapshot, Exception):
+                pending.frame = protocol.encode(protocol.error(
+                    rid, protocol.INTERNAL, f"snapshot failed: {snapshot}", "snapshot", sid))
+            else:
+                pending.frame = protocol.encode(protocol.ok(rid, snapshot=snapshot))
+            self._control_bytes += len(pending.frame)
+            self._pending_replies -= 1
+            self._schedule()
+
+        session.request_snapshot(done)
+        return pending
+
+    def _stats(self, msg: dict[str, Any]) -> Reply:
         return self.server.stats()
 
     # -- writer -------------------------------------------------------------------------------------------------
@@ -237,7 +309,9 @@ class Connection(asyncio.Protocol):
     def send_control(self, message: dict[str, Any]) -> None:
         if self._closing:
             return
-        self._control.append(protocol.encode(message))
+        frame = protocol.encode(message)
+        self._control.append(frame)
+        self._control_bytes += len(frame)
         self._schedule()
 
     def subscriber_ready(self, sub: Subscriber) -> None:
@@ -257,14 +331,29 @@ class Connection(asyncio.Protocol):
             self._unsubscribe(sub.session_id)
 
     def _schedule(self) -> None:
-        if not self._scheduled and not self._paused:
+        if self._scheduled or self._paused:
+            return
+        if len(self._control) + len(self._ready) == 1:
+            self._pump()  # one thing to send on an idle connection: no need to wait a loop turn (echo latency)
+        else:
             self._scheduled = True
             self.server.loop.call_soon(self._pump)
 
     def _flush_control(self) -> None:
-        if self.transport is not None and self._control:
-            self.transport.write(b"".join(self._control))
-            self._control.clear()
+        """Write the replies that are ready now (fatal errors, shutdown), ahead of everything."""
+        if self.transport is None:
+            return
+        frames = []
+        while self._control:
+            head = self._control[0]
+            frame = head if isinstance(head, bytes) else head.frame
+            if frame is None:
+                break
+            self._control.popleft()
+            frames.append(frame)
+        if frames:
+            self._control_bytes -= sum(map(len, frames))
+            self.transport.write(b"".join(frames))
 
     def _pump(self) -> None:
         self._scheduled = False
@@ -272,27 +361,39 @@ class Connection(asyncio.Protocol):
         if transport is None or self._closing:
             return
         control, ready = self._control, self._ready
-        while not self._paused and (control or ready):
+        while not self._paused:
             batch: list[bytes] = []
             size = 0
-            while size < BATCH and (control or ready):
+            while size < BATCH:
+                frame: bytes | None = None
                 if control:
-                    frame = control.popleft()
-                else:
+                    head = control[0]
+                    frame = head if isinstance(head, bytes) else head.frame
+                    if frame is not None:
+                        control.popleft()
+                        self._control_bytes -= len(frame)
+                if frame is None:  # no control message ready: serve the sessions
+                    if not ready:
+                        break
                     sub = ready.popleft()
-                    popped = sub.pop()
+                    frame = sub.pop()
                     if sub.has_work():
                         ready.append(sub)
                     else:
                         sub.in_rotation = False
-                    if popped is None:
+                    if frame is None:
                         continue
-                    frame = popped
                 batch.append(frame)
                 size += len(frame)
-            if batch:
-                transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
-                self.server.frames_out += len(batch)
+            if not batch:
+                break
+            transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+            self.server.frames_out += len(batch)
+        if (self._reading_paused and self._control_bytes < CONTROL_LOW
+                and self._pending_replies < MAX_PENDING_REPLIES and not self._closing):
+            self._reading_paused = False
+            transport.resume_reading()
+            self._process()  # requests that arrived while paused
 
     # -- closing ------------------------------------------------------------------------------------------------
 
@@ -330,7 +431,7 @@ class Connection(asyncio.Protocol):
             self.transport.write(protocol.encode(message))
 
 
-_HANDLERS: dict[str, Callable[[Connection, dict[str, Any]], dict[str, Any]]] = {
+_HANDLERS: dict[str, Callable[[Connection, dict[str, Any]], Reply]] = {
     "hello": Connection._hello,
     "create": Connection._create,
     "attach": Connection._attach,
@@ -358,7 +459,8 @@ def _rss() -> int:
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.manager = Manager(config)
+        self.worker = EmulatorWorker()
+        self.manager = Manager(config, self.worker)
         self.flow_limits = FlowLimits(
             max_events=config.flow_max_queue_size,
             max_bytes=config.flow_max_queue_bytes,
@@ -422,6 +524,7 @@ class Server:
         for conn in list(self.connections.values()):
             conn.send_now({"type": "shutdown", "reason": reason})
         await self.manager.shutdown(self.config.kill_grace_ms / 1000)
+        self.worker.stop()
         for conn in list(self.connections.values()):
             conn.close()
         if self.connections:

@@ -1,7 +1,8 @@
 """One PTY session: its child, its emulator, its replay window, its subscribers and its input queue.
 
-Everything runs on the event loop: the master fd is read with add_reader, the child is reaped through a pidfd,
-input that the PTY does not take at once waits for add_writer. No threads, no polling.
+I/O runs on the event loop: the master fd is read with add_reader, the child is reaped through a pidfd, input that
+the PTY does not take at once waits for add_writer. No polling. The emulator lives on the EmulatorWorker thread:
+the loop only submits jobs (feed, resize, snapshot, close) in stream order and gets snapshots back by callback.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import protocol
-from .emulator import Emulator
+from .worker import EmulatorWorker
+
+if TYPE_CHECKING:
+    from .emulator import Emulator, ScreenState
 from .flow import FlowLimits, Sink, Subscriber
 from .protocol import ProtocolError
 from .pty import Child, decode_wait_status, foreground_pgrp, set_winsize
@@ -27,6 +31,12 @@ log = logging.getLogger("vibest_pty.session")
 READ_SIZE = 65536
 # After the child is reaped, output still held by a grandchild that keeps the slave open is waited for this long.
 EXIT_DRAIN_S = 0.1
+# Output read but not yet parsed by the emulator thread: past HIGH the session's PTY is not read until the
+# emulator is back under LOW (a program cannot outrun its terminal, as with a real one; clients never pause it).
+EMU_BACKLOG_HIGH = 4 * 1024 * 1024
+EMU_BACKLOG_LOW = 1024 * 1024
+
+SnapshotDone = Callable[["dict[str, Any] | Exception"], None]
 
 
 class Session:
@@ -47,7 +57,11 @@ class Session:
         kill_grace_s: float,
         on_exit: Callable[[Session], None],
         counters: Counters,
+        worker: EmulatorWorker,
     ) -> None:
+        from .emulator import Emulator  # imported on first use: pyghostty's cffi set-up takes ~0.3 s
+
+
         self.id = sid
         self.pid = child.pid
         self.pts_path = child.pts_path
@@ -58,8 +72,14 @@ class Session:
         self.tags = tags
         self.created_at = time.time()
         self.last_attached_at: float | None = None
-        self.emulator = Emulator(cols, rows, scrollback_lines)
+        self.emulator: Emulator = Emulator(cols, rows, scrollback_lines)  # touched only on the worker thread
+        self._worker = worker
         self.offset = 0  # output bytes read so far
+        self._parsed = 0  # output bytes the emulator has processed (written by the worker thread)
+        self._emu_paused = False
+        self._resume_requested = False
+        self.title = ""  # the emulator's, copied by the worker thread after each feed
+        self._osc_cwd: str | None = None
         self._replay = bytearray()
         self._replay_max = replay_bytes
         self.subscribers: dict[int, Subscriber] = {}  # by connection id
@@ -109,12 +129,13 @@ class Session:
         if chunks:
             self._deliver(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         if self._eof:
-            self._loop.remove_reader(self._fd)
+            if not self._emu_paused:
+                self._loop.remove_reader(self._fd)
             if self._reaped:
                 self._finish()
 
     def _deliver(self, data: bytes) -> None:
-        self.emulator.feed(data)
+        self._worker.submit(lambda: self._parse(data))
         if self._replay_max:
             self._replay += data
             excess = len(self._replay) - self._replay_max
@@ -125,7 +146,26 @@ class Session:
         self._counters.bytes_out += len(data)
         for sub in tuple(self.subscribers.values()):  # a push may close its connection (auto-disconnect)
             sub.push(frame)
+        if self.offset - self._parsed > EMU_BACKLOG_HIGH and not self._emu_paused and not self._eof:
+            self._emu_paused = True
+            self._loop.remove_reader(self._fd)
 
+    def _parse(self, data: bytes) -> None:
+        """Worker thread: feed the emulator, publish what the loop reads (title, cwd), wake a paused reader."""
+        emu = self.emulator
+        emu.feed(data)
+        self.title = emu.title
+        self._osc_cwd = emu.cwd
+        self._parsed += len(data)
+        if self._emu_paused and not self._resume_requested and self.offset - self._parsed <= EMU_BACKLOG_LOW:
+            self._resume_requested = True
+            self._loop.call_soon_threadsafe(self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        self._emu_paused = False
+        self._resume_requested = False
+        if self.running and not self._eof and self._fd >= 0:
+            self._loop.add_reader(self._fd, self._on_readable)
     # -- exit --------------------------------------------------------------------------------------------------
 
     def _on_child_event(self) -> None:
@@ -160,9 +200,10 @@ class Session:
             return
         self.running = False
         for t in self._timers:
-            t.cancel()
+            if t is not self._kill_timer:  # a kill still escalates to the group's stragglers (HUP-ignoring jobs)
+                t.cancel()
         self._timers.clear()
-        if not self._eof:
+        if not self._eof and not self._emu_paused:
             self._loop.remove_reader(self._fd)
         if self._input:
             self._loop.remove_writer(self._fd)
@@ -232,7 +273,8 @@ class Session:
     def resize(self, cols: int, rows: int) -> None:
         self._require_running()
         set_winsize(self._fd, cols, rows)  # the kernel sends SIGWINCH to the foreground group
-        self.emulator.resize(cols, rows)
+        emu = self.emulator
+        self._worker.submit(lambda: emu.resize(cols, rows))
         self.cols, self.rows = cols, rows
 
     def send_signal(self, sig: int) -> None:
@@ -254,11 +296,9 @@ class Session:
             self._timers.append(self._kill_timer)
 
     def _hangup(self, sig: int) -> None:
-        groups: set[int] = set()
+        groups = {self.pid}  # a group id is not reused while the group has members; else this is ESRCH
         if self._fd >= 0 and (fg := foreground_pgrp(self._fd)) is not None:
             groups.add(fg)
-        if not self._reaped:
-            groups.add(self.pid)  # once reaped, its group id may belong to someone else
         for pg in groups:
             try:
                 os.killpg(pg, sig)
@@ -282,7 +322,7 @@ class Session:
         return bytes(self._replay[since - start :])
 
     def cwd(self) -> str:
-        cwd = self.emulator.cwd
+        cwd = self._osc_cwd
         if cwd:
             return cwd
         if self.running:
@@ -292,18 +332,37 @@ class Session:
                 pass
         return self.initial_cwd
 
-    def snapshot(self) -> dict[str, Any]:
-        st = self.emulator.snapshot()
-        return {
-            "data": st.data, "offset": self.offset, "cols": st.cols, "rows": st.rows, "cursor": list(st.cursor),
+    def request_snapshot(self, done: SnapshotDone) -> int:
+        """Ask the worker for the terminal state at the current offset (returned); `done` gets the Snapshot map,
+        or the exception, on the loop."""
+        offset = self.offset
+        emu, loop = self.emulator, self._loop
+
+        def job() -> None:
+            try:
+                st: ScreenState | Exception = emu.snapshot()
+            except Exception as exc:
+                log.exception("session %d: snapshot failed", self.id)
+                st = exc
+            loop.call_soon_threadsafe(self._snapshot_done, st, offset, done)
+
+        self._worker.submit(job)
+        return offset
+
+    def _snapshot_done(self, st: ScreenState | Exception, offset: int, done: SnapshotDone) -> None:
+        if isinstance(st, Exception):
+            done(st)
+            return
+        done({
+            "data": st.data, "offset": offset, "cols": st.cols, "rows": st.rows, "cursor": list(st.cursor),
             "cursor_visible": st.cursor_visible, "alt_screen": st.alt_screen, "modes": st.modes,
             "title": st.title, "cwd": st.cwd or self.cwd(), "scrollback_lines": st.scrollback_lines,
-        }
+        })
 
     def info(self) -> dict[str, Any]:
         return {
             "id": self.id, "pid": self.pid, "command": self.command, "name": self.name, "tags": self.tags,
-            "cwd": self.cwd(), "title": self.emulator.title, "cols": self.cols, "rows": self.rows,
+            "cwd": self.cwd(), "title": self.title, "cols": self.cols, "rows": self.rows,
             "created_at": self.created_at, "last_attached_at": self.last_attached_at, "running": self.running,
             "exit_code": self.exit_code, "exit_signal": self.exit_signal, "clients": len(self.subscribers),
         }
@@ -311,7 +370,7 @@ class Session:
     # -- subscribers -------------------------------------------------------------------------------------------
 
     def subscribe(self, conn_id: int, sink: Sink, limits: FlowLimits) -> Subscriber:
-        sub = Subscriber(self.id, sink, limits, self.snapshot)
+        sub = Subscriber(self.id, sink, limits, self.request_snapshot)
         self.subscribers[conn_id] = sub
         self.last_attached_at = time.time()
         if not self.running:
@@ -327,7 +386,7 @@ class Session:
         for sub in list(self.subscribers.values()):
             sub.sink.forget(sub)
         self.subscribers.clear()
-        self.emulator.close()
+        self._worker.submit(self.emulator.close)  # after every job already queued for it
 
 
 class Counters:
