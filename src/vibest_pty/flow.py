@@ -139,6 +139,8 @@ class Subscriber:
 
     def pop(self) -> bytes | None:
         """The next frame to write, or None when there is nothing to send now."""
+        if self.held:
+            return None
         if self.head is not None:
             frame, self.head = self.head, None
             return frame

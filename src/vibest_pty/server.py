@@ -76,6 +76,7 @@ class Connection(asyncio.Protocol):
         self._pending_replies = 0
         self._reading_paused = False
         self._rid: int | None = None  # the id of the request being handled
+        self._in_handler = False  # a handler's side effects (a subscription's exit) must not overtake its reply
         self._ready: deque[Subscriber] = deque()
         self._paused = False
         self._scheduled = False
@@ -159,7 +160,11 @@ class Connection(asyncio.Protocol):
         try:
             rid = self._rid = protocol.request_id(msg)
             rtype = protocol.request_type(msg)
-            result = _HANDLERS[rtype](self, msg)
+            self._in_handler = True
+            try:
+                result = _HANDLERS[rtype](self, msg)
+            finally:
+                self._in_handler = False
         except ProtocolError as exc:
             self.send_control(protocol.error(rid, exc.code, exc.message, rtype, session_field))
             return
@@ -333,7 +338,7 @@ class Connection(asyncio.Protocol):
     def _schedule(self) -> None:
         if self._scheduled or self._paused:
             return
-        if len(self._control) + len(self._ready) == 1:
+        if len(self._control) + len(self._ready) == 1 and not self._in_handler:
             self._pump()  # one thing to send on an idle connection: no need to wait a loop turn (echo latency)
         else:
             self._scheduled = True

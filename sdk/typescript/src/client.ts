@@ -311,7 +311,7 @@ export class PtyDaemonClient extends TypedEmitter {
     sock.setNoDelay?.(true);
     sock.on("data", (chunk: Buffer) => {
       if (this.socket !== sock) return;
-      this.onData(chunk);
+      this.onData(chunk, sock);
     });
     sock.on("error", () => {
       /* 'close' follows */
@@ -490,7 +490,7 @@ export class PtyDaemonClient extends TypedEmitter {
 
   // -- frames in ----------------------------------------------------------------------------------------------
 
-  private onData(chunk: Uint8Array): void {
+  private onData(chunk: Uint8Array, sock: net.Socket): void {
     let messages;
     try {
       messages = this.frames.push(chunk);
@@ -502,7 +502,9 @@ export class PtyDaemonClient extends TypedEmitter {
       return;
     }
     for (const msg of messages) {
-      if (this.state === "closed") return;
+      // A socket destroyed by a handler (dropConnection, close) delivers nothing more, as a broken one would:
+      // what it had buffered is replayed from the daemon on reconnect.
+      if (this.state === "closed" || sock.destroyed) return;
       if (msg instanceof Malformed) {
         this.emit("error", new PtyDaemonError("bad_message", `the daemon sent a malformed message: ${msg.reason}`));
         continue;
