@@ -335,3 +335,16 @@ async def test_many_clients_come_and_go(daemon: Daemon, client: Client) -> None:
     assert b"still here" in ev["data"]
     with pytest.raises(PtyError):
         await client.request("attach", session="x")
+
+
+async def test_fatal_frame_after_a_snapshot_request_waits_for_its_reply(client: Client, daemon: Daemon) -> None:
+    """Snapshots are made off the loop; a bad frame right behind the request must not lose the reply."""
+    s = await client.create(shell="/bin/sh", args=["-c", "sleep 30"])
+    r = raw_conn(daemon.socket)
+    r.sendall(protocol.encode({"type": "snapshot", "id": 3, "session": s["id"]}) + struct.pack(">I", 0))
+    reply, err = read_frames(r, 2)
+    assert reply["type"] == "ok" and reply["id"] == 3 and "snapshot" in reply
+    assert err["code"] == "bad_frame"
+    assert r.recv(10) == b""
+    r.close()
+    await client.kill(s["id"])

@@ -77,6 +77,7 @@ class Connection(asyncio.Protocol):
         self._reading_paused = False
         self._rid: int | None = None  # the id of the request being handled
         self._in_handler = False  # a handler's side effects (a subscription's exit) must not overtake its reply
+        self._failing = False  # a fatal error is waiting for earlier replies before the connection closes
         self._ready: deque[Subscriber] = deque()
         self._paused = False
         self._scheduled = False
@@ -124,7 +125,7 @@ class Connection(asyncio.Protocol):
         self._pump()
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
+        if self._closing or self._failing:
             return
         self.decoder.feed(data)
         self._process()
@@ -133,7 +134,7 @@ class Connection(asyncio.Protocol):
         """Handle the complete requests received, stopping (and not reading more) while replies pile up."""
         try:
             for msg in self.decoder.messages():
-                if self._closing:
+                if self._closing or self._failing:
                     return
                 if isinstance(msg, Malformed):
                     self.send_control(protocol.error(None, protocol.BAD_MESSAGE, msg.reason))
@@ -394,6 +395,9 @@ class Connection(asyncio.Protocol):
                 break
             transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
             self.server.frames_out += len(batch)
+        if self._failing and not control:
+            self._finish_fail()
+            return
         if (self._reading_paused and self._control_bytes < CONTROL_LOW
                 and self._pending_replies < MAX_PENDING_REPLIES and not self._closing):
             self._reading_paused = False
@@ -403,11 +407,20 @@ class Connection(asyncio.Protocol):
     # -- closing ------------------------------------------------------------------------------------------------
 
     def fail(self, code: str, message: str) -> None:
-        """Report a fatal error and close. Our side is shut for writing and the peer's bytes are drained until it
-        closes (or a timeout): closing with unread input would reset the connection and lose the error frame."""
+        """Report a fatal error and close. Replies still being made (snapshots) go out first; nothing more is read
+        or handled. Our side is then shut for writing and the peer's bytes are drained until it closes (or a
+        timeout): closing with unread input would reset the connection and lose the error frame."""
+        if self._closing or self._failing or self.transport is None:
+            return
+        self._failing = True
+        self.send_control(protocol.error(None, code, message))
+        self.server.loop.call_later(CLOSE_TIMEOUT_S, self.transport.abort)
+        if not any(isinstance(x, PendingReply) for x in self._control):
+            self._finish_fail()
+
+    def _finish_fail(self) -> None:
         if self._closing or self.transport is None:
             return
-        self.send_control(protocol.error(None, code, message))
         self._flush_control()
         self._closing = True
         for sid in list(self.subs):
@@ -417,7 +430,6 @@ class Connection(asyncio.Protocol):
             transport.write_eof()
         else:
             transport.close()
-        self.server.loop.call_later(CLOSE_TIMEOUT_S, transport.abort)
 
     def close(self) -> None:
         if self._closing or self.transport is None:
