@@ -175,15 +175,17 @@ def _selection(term: Any, x0: int, y0: int, x1: int, y1: int, tag: int) -> Any:
     return sel
 
 
-def _format(term: Any, sel: Any, *, unwrap: bool = False, **extras: bool) -> bytes:
+def _format(
+    term: Any, sel: Any, *, unwrap: bool = False, emit: int | None = None, trim: bool = False, **extras: bool
+) -> bytes:
     """VT-format `sel` (a GhosttySelection*) of the active screen with the named extras on.
 
     Extras are GhosttyFormatterTerminalExtra fields; `screen_<name>` sets GhosttyFormatterScreenExtra fields.
     """
     opts = _new_sized("GhosttyFormatterTerminalOptions")
-    opts.emit = _lib.GHOSTTY_FORMATTER_FORMAT_VT
+    opts.emit = _lib.GHOSTTY_FORMATTER_FORMAT_VT if emit is None else emit
     opts.unwrap = unwrap
-    opts.trim = False
+    opts.trim = trim
     for k, v in extras.items():
         if k.startswith("screen_"):
             setattr(opts.extra.screen, k[7:], v)
@@ -312,15 +314,24 @@ class _View:
         )
         self.probe = _selection(term, 0, 0, 0, 0, _lib.GHOSTTY_POINT_TAG_ACTIVE)
 
-    def is_blank_row(self, y: int) -> bool:
-        sel = _selection(self.t, 0, y, self.cols - 1, y, _lib.GHOSTTY_POINT_TAG_SCREEN)
-        return not _format(self.t, sel)
+    def blank_rows(self, first: int, last: int) -> list[bool]:
+        """For rows first..last: True where the row has no text (one plain-text formatting pass: rows come out
+        one per line, trailing blank ones trimmed; a per-row formatter call costs seconds on a 1000-row screen)."""
+        sel = _selection(self.t, 0, first, self.cols - 1, last, _lib.GHOSTTY_POINT_TAG_SCREEN)
+        lines = _format(self.t, sel, emit=_lib.GHOSTTY_FORMATTER_FORMAT_PLAIN, trim=True).split(b"\n")
+        n = last - first + 1
+        if lines == [b""]:
+            lines = []
+        if len(lines) > n:
+            raise EmulatorError(f"plain formatting gave {len(lines)} lines for {n} rows")
+        return [not line for line in lines] + [True] * (n - len(lines))
 
     def content(self, history_rows: int, pad: bool) -> bytes:
         """The last `history_rows` history rows and the active area; `pad` adds the trailing blank rows."""
         start = self.history - history_rows
         last = self.total - 1
-        while last > start and self.is_blank_row(last):
+        blank = self.blank_rows(start, last)
+        while last > start and blank[last - start]:
             last -= 1
         # The formatter joins a row marked "continues a soft wrap" onto the row above even when that row is not
         # wrapped (scroll regions leave rows so), misplacing a cell: format such rows as separate lines.
@@ -375,15 +386,22 @@ class _View:
         tag = _ffi.new("GhosttyCellContentTag*")
         pal = _ffi.new("uint8_t*")
         rgb = _ffi.new("GhosttyColorRgb*")
+        grid_ref = _union_fn(
+            "ghostty_terminal_grid_ref", "GhosttyResult(*)(GhosttyTerminal, GhosttyPointS, GhosttyGridRef*)"
+        )
+        pt = _ffi.new("GhosttyPointS*")
+        pt.tag = _lib.GHOSTTY_POINT_TAG_ACTIVE
+        ref = _new_sized("GhosttyGridRef")
+        blank = self.blank_rows(self.history, self.total - 1)
         for y in range(self.rows):
-            if not self.is_blank_row(self.history + y):
+            if not blank[y]:
                 continue
             runs: list[tuple[int, int, str]] = []
+            pt.value.y = y
             for x in range(self.cols):
-                _check(
-                    _lib.ghostty_grid_ref_cell(_grid_ref(self.t, x, y, _lib.GHOSTTY_POINT_TAG_ACTIVE), cell),
-                    "cell",
-                )
+                pt.value.x = x
+                _check(grid_ref(self.t, pt[0], ref), "grid_ref")
+                _check(_lib.ghostty_grid_ref_cell(ref, cell), "cell")
                 _check(_lib.ghostty_cell_get(cell[0], _lib.GHOSTTY_CELL_DATA_CONTENT_TAG, tag), "cell tag")
                 if tag[0] == _lib.GHOSTTY_CELL_CONTENT_BG_COLOR_PALETTE:
                     _check(

@@ -34,6 +34,20 @@ class EmulatorWorker:
             except Exception:  # a broken emulator must not take the others with it
                 log.exception("emulator job failed")
 
+    def warm_up(self) -> None:
+        """Load the emulator (pyghostty's cffi set-up parses C declarations: ~0.3 s) and run one snapshot (cffi
+        builds its types on first use: ~0.2 s) here, off the loop, so neither the daemon's start nor the first
+        attach pays for it."""
+
+        def job() -> None:
+            from .emulator import Emulator
+
+            with Emulator(8, 2, 1) as emu:
+                emu.feed(b"x\x1b[1mx\r\n")
+                emu.snapshot()
+
+        self.submit(job)
+
     def stop(self, timeout: float = 5.0) -> None:
         self._jobs.put(None)
         self._thread.join(timeout)
