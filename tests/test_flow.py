@@ -21,8 +21,8 @@ FLOOD_BYTES = 20_000_000
 PACED_CHUNK, PACED_CHUNKS = 131072, 64
 PACED_BYTES = PACED_CHUNK * PACED_CHUNKS
 PACED_FLOOD = (f"stty -opost; sleep 0.3; for i in $(seq {PACED_CHUNKS}); do "
-               f"head -c {PACED_CHUNK} /dev/zero | tr '\\0' x; sleep 0.02; done")
-SMALL_QUEUE = {"RUST_PTY_FLOW_MAX_QUEUE_BYTES": str(1 << 20), "RUST_PTY_FLOW_MAX_QUEUE_SIZE": "2048",
+               f"head -c {PACED_CHUNK} /dev/zero | tr '\\0' x; sleep 0.04; done")
+SMALL_QUEUE = {"RUST_PTY_FLOW_MAX_QUEUE_BYTES": str(2 << 20), "RUST_PTY_FLOW_MAX_QUEUE_SIZE": "2048",
                "RUST_PTY_FLOW_THRESHOLD": "512"}
 
 

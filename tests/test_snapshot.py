@@ -28,8 +28,10 @@ async def test_attach_is_atomic_under_flood(daemon_factory: Any) -> None:
     replayed into a fresh emulator, equals the daemon's own final state."""
     daemon = daemon_factory(env={"RUST_PTY_SCROLLBACK_LINES": "100"})
     owner = await daemon.client()
+    everything = bytearray()
+    owner.on("output", lambda ev: everything.extend(ev["data"]))
     s = await owner.create(
-        shell="/bin/sh", cols=60, rows=12,
+        shell="/bin/sh", cols=60, rows=12, attach=True,
         args=["-c", "sleep 0.2; i=0; while [ $i -lt 6000 ]; do i=$((i+1)); "
                     "printf '\\033[3%dmline %d\\033[0m of the flood\\n' $((i % 8)) $i; "
                     "[ $((i % 200)) -eq 0 ] && sleep 0.03; done"],
@@ -63,6 +65,10 @@ async def test_attach_is_atomic_under_flood(daemon_factory: Any) -> None:
     want = _state(replay(final, [], 100), history=100)
     for snap, chunks in attaches:
         _assert_same(want, _state(replay(snap, chunks, 100), history=100))
+        # And each snapshot is exactly the state after the output before its offset: no byte more, none less.
+        with Emulator(snap["cols"], snap["rows"], 100) as fresh:
+            fresh.feed(bytes(everything[: snap["offset"]]))
+            assert fresh.snapshot().data == snap["data"]
     for c in [owner, *clients]:
         await c.close()
 

@@ -524,6 +524,10 @@ class Emulator:
             _scrollback_bytes(self.scrollback_lines, self.cols, self.rows),
         )
 
+    @property
+    def closed(self) -> bool:
+        return self._t is None
+
     def _live(self) -> Any:
         if self._t is None:
             raise EmulatorError("emulator is closed")

@@ -35,6 +35,7 @@ EXIT_DRAIN_S = 0.1
 # emulator is back under LOW (a program cannot outrun its terminal, as with a real one; clients never pause it).
 EMU_BACKLOG_HIGH = 4 * 1024 * 1024
 EMU_BACKLOG_LOW = 1024 * 1024
+PARSE_BATCH = 1024 * 1024
 
 SnapshotDone = Callable[["dict[str, Any] | Exception"], None]
 
@@ -76,6 +77,10 @@ class Session:
         self._worker = worker
         self.offset = 0  # output bytes read so far
         self._parsed = 0  # output bytes the emulator has processed (written by the worker thread)
+        # Output waiting for the emulator, appended by the loop and taken by the worker in big batches: fewer,
+        # longer native calls mean fewer GIL hand-offs between the two threads, which is what delays the loop.
+        self._unparsed: deque[bytes | _Fence] = deque()
+        self._parse_scheduled = False
         self._emu_paused = False
         self._resume_requested = False
         self.title = ""  # the emulator's, copied by the worker thread after each feed
@@ -135,7 +140,10 @@ class Session:
                 self._finish()
 
     def _deliver(self, data: bytes) -> None:
-        self._worker.submit(lambda: self._parse(data))
+        self._unparsed.append(data)
+        if not self._parse_scheduled:
+            self._parse_scheduled = True
+            self._worker.submit(self._parse)
         if self._replay_max:
             self._replay += data
             excess = len(self._replay) - self._replay_max
@@ -150,13 +158,45 @@ class Session:
             self._emu_paused = True
             self._loop.remove_reader(self._fd)
 
-    def _parse(self, data: bytes) -> None:
-        """Worker thread: feed the emulator, publish what the loop reads (title, cwd), wake a paused reader."""
-        emu = self.emulator
-        emu.feed(data)
+    def _parse(self) -> None:
+        """Worker thread: parse what was submitted, up to the first fence (a snapshot or resize waits there)."""
+        self._parse_scheduled = False  # before taking: a chunk appended from now on schedules another run
+        self._catch_up(None)
+
+    def _fence(self) -> _Fence:
+        """Loop thread: mark the current offset in the stream of output for the emulator. The job that owns the
+        fence parses exactly up to it; output after it gets a parse job queued after that job."""
+        fence = _Fence()
+        self._unparsed.append(fence)
+        self._parse_scheduled = False
+        return fence
+
+    def _catch_up(self, fence: _Fence | None) -> None:
+        """Worker thread: feed the emulator the submitted output up to `fence` (consumed), or, without one, up
+        to the first fence; in batches of up to PARSE_BATCH. Then publish what the loop reads (title, cwd) and
+        wake a reader paused for the backlog."""
+        emu, pending = self.emulator, self._unparsed
+        if emu.closed:
+            return
+        while pending:  # only this thread pops: peeking at pending[0] first is safe
+            head = pending[0]
+            if isinstance(head, _Fence):
+                if head is not fence and fence is None:
+                    break
+                pending.popleft()
+                if head is fence:
+                    break
+                continue
+            batch: list[bytes] = []
+            size = 0
+            while pending and size < PARSE_BATCH and not isinstance(chunk := pending[0], _Fence):
+                pending.popleft()
+                batch.append(chunk)
+                size += len(chunk)
+            emu.feed(batch[0] if len(batch) == 1 else b"".join(batch))
+            self._parsed += size
         self.title = emu.title
         self._osc_cwd = emu.cwd
-        self._parsed += len(data)
         if self._emu_paused and not self._resume_requested and self.offset - self._parsed <= EMU_BACKLOG_LOW:
             self._resume_requested = True
             self._loop.call_soon_threadsafe(self._resume_reading)
@@ -273,8 +313,13 @@ class Session:
     def resize(self, cols: int, rows: int) -> None:
         self._require_running()
         set_winsize(self._fd, cols, rows)  # the kernel sends SIGWINCH to the foreground group
-        emu = self.emulator
-        self._worker.submit(lambda: emu.resize(cols, rows))
+        emu, fence = self.emulator, self._fence()
+
+        def job() -> None:
+            self._catch_up(fence)  # the resize lands exactly between the bytes before and after it
+            emu.resize(cols, rows)
+
+        self._worker.submit(job)
         self.cols, self.rows = cols, rows
 
     def send_signal(self, sig: int) -> None:
@@ -336,10 +381,11 @@ class Session:
         """Ask the worker for the terminal state at the current offset (returned); `done` gets the Snapshot map,
         or the exception, on the loop."""
         offset = self.offset
-        emu, loop = self.emulator, self._loop
+        emu, loop, fence = self.emulator, self._loop, self._fence()
 
         def job() -> None:
             try:
+                self._catch_up(fence)  # exactly the output before `offset`, no more
                 st: ScreenState | Exception = emu.snapshot()
             except Exception as exc:
                 log.exception("session %d: snapshot failed", self.id)
@@ -386,7 +432,18 @@ class Session:
         for sub in list(self.subscribers.values()):
             sub.sink.forget(sub)
         self.subscribers.clear()
-        self._worker.submit(self.emulator.close)  # after every job already queued for it
+        self._worker.submit(self._close_emulator)  # after every job already queued for it
+
+    def _close_emulator(self) -> None:
+        """Worker thread."""
+        self._unparsed.clear()
+        self.emulator.close()
+
+
+class _Fence:
+    """A point in a session's output stream that a snapshot or resize job waits for (see Session._fence)."""
+
+    __slots__ = ()
 
 
 class Counters:
