@@ -124,8 +124,11 @@ async def client(daemon: Daemon) -> AsyncIterator[Client]:
     await c.close()
 
 
-async def collect_until_exit(c: Client, sid: int, timeout: float = 15.0) -> tuple[bytes, dict[str, Any]]:
-    """All output of session sid up to its exit event, checking offsets are contiguous."""
+async def collect_until_exit(
+    c: Client, sid: int, timeout: float = 15.0, start: int = 0
+) -> tuple[bytes, dict[str, Any]]:
+    """All output of session sid from offset `start` up to its exit event, checking there is no gap and no
+    duplicate (a resync, which would skip output, fails the check)."""
     out = bytearray()
     deadline = time.monotonic() + timeout
     while True:
@@ -133,10 +136,31 @@ async def collect_until_exit(c: Client, sid: int, timeout: float = 15.0) -> tupl
         if ev.get("session") != sid:
             continue
         if ev["type"] == "output":
-            assert ev["offset"] == len(out), (ev["offset"], len(out))
+            assert ev["offset"] == start + len(out), (ev["offset"], start + len(out))
             out += ev["data"]
         elif ev["type"] == "exit":
             return bytes(out), ev
+        elif ev["type"] == "resync":
+            raise AssertionError(f"unexpected resync at {ev['snapshot']['offset']}")
+
+
+def check_slow_reader(frames: list[dict[str, Any]], total: int) -> dict[str, int]:
+    """A slow reader's stream of frames after its attach: contiguous output, resyncs that only jump forward,
+    ending at offset `total`. Returns the counts of warnings by level and of resyncs."""
+    levels = [f["level"] for f in frames if f["type"] == "backpressure_warning"]
+    expected = None
+    for f in frames:
+        if f["type"] == "ok":
+            expected = f["offset"]
+        elif f["type"] == "output":
+            assert f["offset"] == expected, "no gap, no duplicate"
+            expected += len(f["data"])
+        elif f["type"] == "resync":
+            assert f["snapshot"]["offset"] >= (expected or 0)
+            expected = f["snapshot"]["offset"]
+    assert expected == total, (expected, total)
+    return {"yellow": levels.count("yellow"), "red": levels.count("red"),
+            "resync": sum(f["type"] == "resync" for f in frames)}
 
 
 async def read_until(c: Client, sid: int, needle: bytes, timeout: float = 10.0, start: bytes = b"") -> bytes:

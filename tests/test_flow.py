@@ -13,7 +13,7 @@ import pytest
 from vibest_pty import protocol
 from vibest_pty.client import Client
 
-from .conftest import Daemon, collect_until_exit
+from .conftest import Daemon, check_slow_reader, collect_until_exit
 
 FLOOD_BYTES = 20_000_000
 # A paced flood (~8 MiB at a few MB/s): a stuck client overflows a 1 MiB queue, while a reading client keeps up
@@ -93,24 +93,8 @@ async def test_stuck_client_gets_warnings_then_resync_and_fast_client_everything
 
     # Now the stuck client reads: whatever it got is contiguous, nothing is silently lost.
     frames = await stuck.frames(until="exit")
-    types = [f["type"] for f in frames]
-    levels = [f["level"] for f in frames if f["type"] == "backpressure_warning"]
-    assert "yellow" in levels and "red" in levels
-    assert "resync" in types
-    expected = None
-    total = 0
-    for f in frames:
-        if f["type"] == "ok":
-            expected = f["offset"]
-        elif f["type"] == "output":
-            assert f["offset"] == expected, "no gap, no duplicate"
-            expected += len(f["data"])
-        elif f["type"] == "resync":
-            snap = f["snapshot"]
-            assert snap["offset"] >= (expected or 0)
-            expected = snap["offset"]
-        total = expected or 0
-    assert total == PACED_BYTES, "after the resync the stuck client reaches the same end as everyone"
+    seen = check_slow_reader(frames, PACED_BYTES)  # after the resync it reaches the same end as everyone
+    assert seen["yellow"] and seen["red"] and seen["resync"], seen
     stuck.close()
 
 

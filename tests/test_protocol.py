@@ -14,17 +14,9 @@ from hypothesis import strategies as st
 from vibest_pty import protocol
 from vibest_pty.protocol import FrameDecoder, FrameError, Malformed, ProtocolError
 
+from .vectors.make_vectors import from_json
+
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "frames.json").read_text())
-
-
-def from_json(v: Any) -> Any:
-    if isinstance(v, dict):
-        if set(v) == {"$bin"}:
-            return bytes.fromhex(v["$bin"])
-        return {k: from_json(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [from_json(x) for x in v]
-    return v
 
 
 @pytest.mark.parametrize("case", VECTORS["frames"], ids=lambda c: c["name"])

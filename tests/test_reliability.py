@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from vibest_pty import protocol
 from vibest_pty.client import Client, PtyError, connect
 
-from .conftest import Daemon, collect_until_exit, read_until
+from .conftest import Daemon, check_slow_reader, collect_until_exit, read_until
 
 # ---------------------------------------------------------------------------------------------------------------
 # Raw, synchronous peers and daemon probes
@@ -669,23 +669,6 @@ asyncio.run(main())
 """
 
 
-async def _collect_from(c: Client, sid: int, start: int, timeout: float = 60.0) -> tuple[bytes, dict[str, Any]]:
-    """Output of sid from offset `start` to its exit, checking there is no gap and no duplicate."""
-    out = bytearray()
-    deadline = time.monotonic() + timeout
-    while True:
-        ev = await asyncio.wait_for(c.events.get(), max(0.01, deadline - time.monotonic()))
-        if ev.get("session") != sid:
-            continue
-        if ev["type"] == "output":
-            assert ev["offset"] == start + len(out), (ev["offset"], start + len(out))
-            out += ev["data"]
-        elif ev["type"] == "exit":
-            return bytes(out), ev
-        elif ev["type"] == "resync":
-            raise AssertionError("unexpected resync")
-
-
 async def test_client_sigkilled_mid_flood_next_attach_is_exact(daemon: Daemon) -> None:
     from vibest_pty.emulator import Emulator
 
@@ -699,7 +682,7 @@ async def test_client_sigkilled_mid_flood_next_attach_is_exact(daemon: Daemon) -
         sys.executable, "-c", VICTIM, daemon.socket, str(sid), stdout=subprocess.PIPE)
     assert victim.stdout is not None
     assert await asyncio.wait_for(victim.stdout.readline(), 15) == b"attached\n"
-    watch = asyncio.create_task(_collect_from(watcher, sid, len(head), timeout=90))
+    watch = asyncio.create_task(collect_until_exit(watcher, sid, timeout=90, start=len(head)))
     await watcher.input(sid, "\n")
     assert await asyncio.wait_for(victim.stdout.readline(), 30) == b"flowing\n"
     victim.kill()  # SIGKILL mid-flood: its socket is reset with output still queued for it
@@ -712,7 +695,7 @@ async def test_client_sigkilled_mid_flood_next_attach_is_exact(daemon: Daemon) -
     r = await other.attach(sid)
     assert r["snapshot"]["offset"] == r["offset"]
     mid_flood = r["session"]["running"] and r["offset"] < size
-    tail, ev2 = await _collect_from(other, sid, r["offset"], timeout=90)
+    tail, ev2 = await collect_until_exit(other, sid, timeout=90, start=r["offset"])
     rest, ev = await watch
     out = head + rest
     assert ev["code"] == 0 and ev2 == ev
@@ -1028,24 +1011,6 @@ class Probe:
         await self.proc.wait()
 
 
-def _check_slow_reader(frames: list[dict[str, Any]], total: int) -> dict[str, int]:
-    """A slow reader's stream: contiguous output, resyncs that jump forward, ending at `total`."""
-    levels = [f["level"] for f in frames if f["type"] == "backpressure_warning"]
-    expected = None
-    for f in frames:
-        if f["type"] == "ok":
-            expected = f["offset"]
-        elif f["type"] == "output":
-            assert f["offset"] == expected, "no gap, no duplicate"
-            expected += len(f["data"])
-        elif f["type"] == "resync":
-            assert f["snapshot"]["offset"] >= (expected or 0)
-            expected = f["snapshot"]["offset"]
-    assert expected == total, (expected, total)
-    return {"yellow": levels.count("yellow"), "red": levels.count("red"),
-            "resync": sum(f["type"] == "resync" for f in frames)}
-
-
 async def test_five_floods_fast_and_slow_clients_and_echo_latency(daemon_factory: Any) -> None:
     """`yes` in five sessions at once, each with a fast and a stuck client: fast clients get every byte, stuck
     ones get warnings and a resync, queues stay within their byte budget, and an echo in a sixth session stays
@@ -1105,7 +1070,7 @@ async def test_five_floods_fast_and_slow_clients_and_echo_latency(daemon_factory
             frames.append(m)
             if m["type"] == "exit":
                 break
-        stats.append(_check_slow_reader(frames, 3 + size))
+        stats.append(check_slow_reader(frames, 3 + size))
         r.close()
     assert all(x["yellow"] >= 1 and x["red"] >= 1 and x["resync"] >= 1 for x in stats), stats
     assert peak["queue"] <= FLOOD_QUEUE_BYTES, peak
