@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import time
+from typing import Any
 
 import msgpack
 import pytest
@@ -348,3 +349,38 @@ async def test_fatal_frame_after_a_snapshot_request_waits_for_its_reply(client: 
     assert r.recv(10) == b""
     r.close()
     await client.kill(s["id"])
+
+
+async def test_a_handler_bug_costs_one_request_not_the_daemon(tmpdir_short: str, monkeypatch: Any) -> None:
+    """`internal`: the real Server in this process (real socket, real PTYs) with one handler made to raise, as a
+    bug would. The request gets `internal`, the connection and the daemon carry on."""
+    from vibest_pty import server as srv
+    from vibest_pty.config import Config
+
+    def broken(self: srv.Connection, msg: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setitem(srv._HANDLERS, "list", broken)
+    config = Config.load([], env={"RUST_PTY_SOCKET_PATH": os.path.join(tmpdir_short, "pty", "socket"),
+                                  "HOME": tmpdir_short})
+    server = srv.Server(config)
+    old_hup = signal.getsignal(signal.SIGHUP)
+    await server.startup()
+    serve = asyncio.create_task(server.serve())
+    try:
+        c = await connect(config.socket_path)
+        with pytest.raises(PtyError) as e:
+            await c.list()
+        assert e.value.code == "internal" and "simulated bug" in e.value.message
+        s = await c.create(shell="/bin/sh", args=["-c", "printf ok"], attach=True)
+        out, ev = await collect_until_exit(c, s["id"])
+        assert out == b"ok" and ev["code"] == 0
+        await c.close()
+    finally:
+        server.request_stop()
+        await serve
+        await server.shutdown()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # startup installed the daemon's handlers in this process
+            loop.remove_signal_handler(sig)
+        signal.signal(signal.SIGHUP, old_hup)
