@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,9 +13,6 @@ from typing import Any
 from . import protocol
 from .config import default_socket_path
 from .protocol import FrameDecoder, Malformed
-
-# "close" is emitted by the client itself when the connection ends ({"type": "close", "reason": str | None}).
-EVENT_TYPES = frozenset({"output", "exit", "backpressure_warning", "resync", "shutdown", "error", "close"})
 
 
 class PtyError(Exception):
@@ -35,8 +31,9 @@ class ConnectionClosed(PtyError):
 
 
 class Client:
-    """One connection. Events (output, exit, ...) go to `events` (an asyncio.Queue) unless a handler is set with
-    on(type, fn); errors without an id are events too.
+    """One connection. Events (output, exit, backpressure_warning, resync, shutdown, error without an id, and
+    close, which this client emits itself when the connection ends: {"type": "close", "reason": str | None}) go
+    to `events` (an asyncio.Queue) unless a handler is set with on(type, fn).
 
     With `max_events`, the queue is bounded and the client stops reading the socket while it is full, so a slow
     consumer pushes back on the daemon (which then warns and resyncs) instead of growing memory. Replies queue
@@ -243,7 +240,3 @@ async def wait_for_connection(socket_path: str | None = None, *, timeout: float 
                 raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
-
-
-def socket_exists(path: str | None = None) -> bool:
-    return os.path.exists(path or default_socket_path())

@@ -146,7 +146,6 @@ _SPECS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "log_level": ("RUST_PTY_LOG_LEVEL", _level, "--log-level"),
 }
 
-ENV_VARS: dict[str, str] = {"socket_path": "RUST_PTY_SOCKET_PATH"} | {k: v[0] for k, v in _SPECS.items()}
 
 
 class _Parser(argparse.ArgumentParser):

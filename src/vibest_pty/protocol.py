@@ -75,14 +75,13 @@ def pack(message: dict[str, Any]) -> bytes:
 
 def encode(message: dict[str, Any]) -> bytes:
     """One frame: u32 big-endian length, then the MessagePack map."""
-    body: bytes = _packer.pack(message)
+    body = pack(message)
     return _HEADER.pack(len(body)) + body
 
 
 def encode_output(session: int, offset: int, data: bytes) -> bytes:
-    """The hot path's frame, built without a temporary dict."""
-    body: bytes = _packer.pack({"type": "output", "session": session, "data": data, "offset": offset})
-    return _HEADER.pack(len(body)) + body
+    """The hot path's frame (encoded once per chunk, shared by every subscriber)."""
+    return encode({"type": "output", "session": session, "data": data, "offset": offset})
 
 
 # ---------------------------------------------------------------------------------------------------------------
