@@ -31,6 +31,7 @@ log = logging.getLogger("vibest_pty.session")
 READ_SIZE = 65536
 # After the child is reaped, output still held by a grandchild that keeps the slave open is waited for this long.
 EXIT_DRAIN_S = 0.1
+EXIT_DRAIN_READS = 64  # at most 4 MiB taken then
 # Output read but not yet parsed by the emulator thread: past HIGH the session's PTY is not read until the
 # emulator is back under LOW (a program cannot outrun its terminal, as with a real one; clients never pause it).
 EMU_BACKLOG_HIGH = 4 * 1024 * 1024
@@ -231,8 +232,15 @@ class Session:
 
     def _drain_and_finish(self) -> None:
         if self.running:
-            if not self._eof:
+            # Take everything the PTY holds now (its reader may be paused for the emulator's backlog), but not
+            # forever: a grandchild may keep writing.
+            for _ in range(EXIT_DRAIN_READS):
+                before = self.offset
+                if self._eof:
+                    break
                 self._on_readable()
+                if self.offset == before:
+                    break
             self._finish()
 
     def _finish(self) -> None:
