@@ -977,9 +977,9 @@ async def main():
             return
 asyncio.run(main())
 """
-# Room for a fast client that loses the CPU for a moment (16 busy processes share 2 cores here); a stuck client
-# still overflows it within milliseconds.
-FLOOD_QUEUE_BYTES = 2 * 1024 * 1024
+# Room for a fast client that loses the CPU for a while (16 busy processes share 2 cores here, and the daemon
+# parses on a second thread, so it outruns a Python client); a stuck client still overflows it within a second.
+FLOOD_QUEUE_BYTES = 4 * 1024 * 1024
 FLOOD_ENV = {"RUST_PTY_FLOW_MAX_QUEUE_BYTES": str(FLOOD_QUEUE_BYTES), "RUST_PTY_FLOW_MAX_QUEUE_SIZE": "1024",
              "RUST_PTY_FLOW_THRESHOLD": "256"}
 
@@ -1079,8 +1079,8 @@ async def test_five_floods_fast_and_slow_clients_and_echo_latency(daemon_factory
           f"(max {max(loaded) * 1000:.1f} ms); {still_flooding}/5 floods running after the pings; "
           f"peak rss +{(peak['rss'] - base_rss) / 2**20:.1f} MiB; slow readers {stats}")
     assert still_flooding >= 3, "the floods ended before the latency was measured: raise VP_FLOOD_BYTES"
-    # 10 subscriber queues of at most 2 MiB, the emulator thread's bounded backlog, transport buffers.
-    assert peak["rss"] - base_rss < 96 * 2**20, "memory stays bounded by the queue budgets"
+    # 10 subscriber queues of at most 4 MiB, 5 emulator backlogs of at most ~4 MiB, replay windows, buffers.
+    assert peak["rss"] - base_rss < 128 * 2**20, "memory stays bounded by the queue budgets"
     # "Within 2x of idle" cannot hold here: idle is ~0.5 ms, and under the flood 16 busy processes (5 yes, 5 head,
     # 5 fast clients, the daemon) share 2 cores, so every hop waits for a CPU slice. Measured medians are
     # 10-50 ms on the reference box; what is asserted is that the echo stays interactive (no queueing behind

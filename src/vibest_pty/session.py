@@ -29,6 +29,7 @@ from .pty import Child, decode_wait_status, foreground_pgrp, set_winsize
 log = logging.getLogger("vibest_pty.session")
 
 READ_SIZE = 65536
+SHORT_READ = 512  # a read this short means the PTY is drained (a flood's reads are ~4 KiB)
 # After the child is reaped, output still held by a grandchild that keeps the slave open is waited for this long.
 EXIT_DRAIN_S = 0.1
 EXIT_DRAIN_READS = 64  # at most 4 MiB taken then
@@ -132,6 +133,8 @@ class Session:
                 break
             chunks.append(data)
             total += len(data)
+            if len(data) < SHORT_READ:
+                break  # interactive output: a reply is waiting, and more data would wake us again anyway
         if chunks:
             self._deliver(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         if self._eof:
@@ -144,7 +147,9 @@ class Session:
         self._unparsed.append(data)
         if not self._parse_scheduled:
             self._parse_scheduled = True
-            self._worker.submit(self._parse)
+            # Woken after this callback's frames are written: the worker thread then competes for the GIL with
+            # nothing on the latency path (an echo). Order stays exact: fences sit in _unparsed itself.
+            self._loop.call_soon(self._worker.submit, self._parse)
         if self._replay_max:
             self._replay += data
             excess = len(self._replay) - self._replay_max
