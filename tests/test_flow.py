@@ -20,7 +20,7 @@ FLOOD_BYTES = 20_000_000
 # even on a loaded machine (under auto-disconnect a lagging "fast" client would rightly be cut off too).
 PACED_CHUNK, PACED_CHUNKS = 131072, 64
 PACED_BYTES = PACED_CHUNK * PACED_CHUNKS
-PACED_FLOOD = (f"stty -opost; sleep 0.3; for i in $(seq {PACED_CHUNKS}); do "
+PACED_FLOOD = (f"stty -opost -echo; read go; for i in $(seq {PACED_CHUNKS}); do "
                f"head -c {PACED_CHUNK} /dev/zero | tr '\\0' x; sleep 0.04; done")
 SMALL_QUEUE = {"RUST_PTY_FLOW_MAX_QUEUE_BYTES": str(2 << 20), "RUST_PTY_FLOW_MAX_QUEUE_SIZE": "2048",
                "RUST_PTY_FLOW_THRESHOLD": "512"}
@@ -68,6 +68,11 @@ async def _flood_with_stuck_and_fast_client(d: Daemon) -> tuple[RawReader, bytes
     await fast.attach(s["id"])
     stuck = RawReader(d.socket)
     stuck.send({"type": "attach", "id": 1, "session": s["id"]})
+    for _ in range(200):  # the flood starts once both are subscribed (the stuck one's reply is never read)
+        if len((await fast.stats())["queues"]) == 2:
+            break
+        await asyncio.sleep(0.02)
+    await fast.input(s["id"], "\n")
     peak_rss = 0
 
     async def watch() -> None:

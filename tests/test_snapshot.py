@@ -154,8 +154,11 @@ async def test_title_and_cwd_reach_session_info(client: Client) -> None:
     s = await client.create(shell="/bin/sh", args=["-c", "printf '\\033]2;my title\\007\\033]7;file://host/tmp/a%%20b\\007'; sleep 30"],
                             attach=True)
     await client.next_event("output")
-    await asyncio.sleep(0.2)
-    info = next(x for x in await client.list() if x["id"] == s["id"])
+    for _ in range(100):  # the emulator thread publishes the title once it has parsed the output
+        info = next(x for x in await client.list() if x["id"] == s["id"])
+        if info["title"]:
+            break
+        await asyncio.sleep(0.05)
     assert info["title"] == "my title"
     assert info["cwd"] == "/tmp/a b"
     snap = await client.snapshot(s["id"])
