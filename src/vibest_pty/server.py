@@ -27,6 +27,7 @@ from .config import Config, ConfigError
 from .flow import FlowLimits, Subscriber
 from .manager import Manager
 from .protocol import FrameDecoder, FrameError, Malformed, ProtocolError
+from .session import Session
 from .worker import EmulatorWorker
 
 log = logging.getLogger("vibest_pty.server")
@@ -212,19 +213,33 @@ class Connection(asyncio.Protocol):
                 result["replay"] = replay
             return result
         sub.hold()
+
+        def release() -> None:
+            if self.subs.get(sid) is sub:
+                sub.release()
+
+        return self._reply_with_snapshot(
+            session, rid, "attach", lambda snap: {"offset": offset, "snapshot": snap, "session": session.info()},
+            then=release,
+        )
+
+    def _reply_with_snapshot(
+        self, session: Session, rid: int, request: str,
+        fields: Callable[[dict[str, Any]], dict[str, Any]], then: Callable[[], None] | None = None,
+    ) -> PendingReply:
+        """A reply slot filled when the emulator thread has made the session's snapshot."""
         pending = PendingReply()
 
         def done(snapshot: dict[str, Any] | Exception) -> None:
             if isinstance(snapshot, Exception):
                 pending.frame = protocol.encode(protocol.error(
-                    rid, protocol.INTERNAL, f"snapshot failed: {snapshot}", "attach", sid))
+                    rid, protocol.INTERNAL, f"snapshot failed: {snapshot}", request, session.id))
             else:
-                pending.frame = protocol.encode(
-                    protocol.ok(rid, offset=offset, snapshot=snapshot, session=session.info()))
+                pending.frame = protocol.encode(protocol.ok(rid, **fields(snapshot)))
             self._control_bytes += len(pending.frame)
             self._pending_replies -= 1
-            if self.subs.get(sid) is sub:
-                sub.release()
+            if then is not None:
+                then()
             self._schedule()
 
         session.request_snapshot(done)
@@ -292,20 +307,7 @@ class Connection(asyncio.Protocol):
         rid = self._rid
         if rid is None:
             return {}  # no one to send it to
-        pending = PendingReply()
-
-        def done(snapshot: dict[str, Any] | Exception) -> None:
-            if isinstance(snapshot, Exception):
-                pending.frame = protocol.encode(protocol.error(
-                    rid, protocol.INTERNAL, f"snapshot failed: {snapshot}", "snapshot", sid))
-            else:
-                pending.frame = protocol.encode(protocol.ok(rid, snapshot=snapshot))
-            self._control_bytes += len(pending.frame)
-            self._pending_replies -= 1
-            self._schedule()
-
-        session.request_snapshot(done)
-        return pending
+        return self._reply_with_snapshot(session, rid, "snapshot", lambda snap: {"snapshot": snap})
 
     def _stats(self, msg: dict[str, Any]) -> Reply:
         return self.server.stats()
