@@ -156,19 +156,17 @@ def test_mode_tracker() -> None:
     assert not m.restore_sequence().startswith(b"\x1b[?1049l")
 
 
-def test_strip_vt() -> None:
+def test_snapshot_text_renders_through_the_emulator() -> None:
     data = b"\x1b]2;title\x1b\\\x1b[1;31mred\x1b[0m text\r\nline2   \r\n\r\n\x1b[3;1H\x1b(B"
-    assert cli.strip_vt(data) == "red text\nline2\n"
-    assert cli.strip_vt(b"shell\r\n\x1b[?1049h\x1b[Hvim screen\r\n~") == "vim screen\n~\n"
-    assert cli.strip_vt(b"") == ""
-    # screen only: the last `rows` rows, a soft-wrapped line counting as two
+    assert cli.snapshot_text({"data": data, "cols": 20, "rows": 5}) == "red text\nline2\n"
+    alt = b"shell\r\n\x1b[?1049h\x1b[Hvim screen\r\n~"
+    assert cli.snapshot_text({"data": alt, "cols": 20, "rows": 5}) == "vim screen\n~\n"
+    assert cli.snapshot_text({"data": b"", "cols": 20, "rows": 5}) == ""
+    # screen only: the last `rows` rows, a soft-wrapped line joined; with scrollback, the history above it
     history = b"old1\r\nold2\r\n" + b"w" * 15 + b"\r\nlast\r\n\x1b[3;5H"
-    assert cli.strip_vt(history, cols=10, rows=4) == "w" * 15 + "\nlast\n"
-    assert cli.strip_vt(history, cols=10, rows=5) == "old2\n" + "w" * 15 + "\nlast\n"
-    assert cli.strip_vt(history).startswith("old1\n")
-    snap = {"data": history, "cols": 10, "rows": 4}
+    snap = {"data": history, "cols": 10, "rows": 4, "scrollback_lines": 10}
     assert cli.snapshot_text(snap) == "w" * 15 + "\nlast\n"
-    assert cli.snapshot_text(snap, scrollback=True).startswith("old1\nold2\n")
+    assert cli.snapshot_text(snap, scrollback=True).startswith("old1\nold2\n" + "w" * 15)
 
 
 class _FakeClient:

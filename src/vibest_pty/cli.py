@@ -21,7 +21,6 @@ import sys
 import termios
 import time
 import tty
-import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -287,63 +286,15 @@ def format_stats(st: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Plain text from VT bytes, for `snapshot --format text` when the emulator cannot render text itself.
-_STRING_SEQ = re.compile(rb"\x1b[\]P^_X][^\x07\x1b]*(?:\x07|\x1b\\)?")  # OSC, DCS, PM, APC, SOS
-_CSI_SEQ = re.compile(rb"\x1b\[[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]?")
-_ESC_SEQ = re.compile(rb"\x1b[\x20-\x2f]*[\x30-\x7e]?")
-_CONTROLS = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
-_ALT_ENTER = re.compile(rb"\x1b\[\?(?:1049|1047|47)h")
-
-
-def _width(line: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
-
-
-def strip_vt(data: bytes, cols: int = 0, rows: int = 0) -> str:
-    """A plain-text rendering of snapshot data: escapes removed, one line per logical line.
-
-    Only the alternate screen is kept when the snapshot enters it (that is what is on screen). With `rows`
-    (and `cols`, to count soft-wrapped lines as several rows), only the lines of the last `rows` rows are kept:
-    the primary screen's data is its history, then its rows padded with newlines."""
-    alt = list(_ALT_ENTER.finditer(data))
-    if alt:
-        data = data[alt[-1].end() :]
-    data = _STRING_SEQ.sub(b"", data)
-    data = _CSI_SEQ.sub(b"", data)
-    data = _ESC_SEQ.sub(b"", data)
-    data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    data = _CONTROLS.sub(b"", data)
-    lines = [ln.rstrip() for ln in data.decode("utf-8", "replace").split("\n")]
-    if rows > 0 and not alt:
-        used = 0
-        start = len(lines)
-        while start > 0 and used < rows:
-            start -= 1
-            used += max(1, -(-_width(lines[start].expandtabs()) // cols)) if cols > 0 else 1
-        lines = lines[start:]
-    while lines and not lines[-1]:
-        lines.pop()
-    return "\n".join(lines) + "\n" if lines else ""
-
-
 def snapshot_text(snap: dict[str, Any], scrollback: bool = False) -> str:
-    """The screen (and with `scrollback` the history above it) as text.
+    """The screen (and with `scrollback` the history above it) as text, rendered by the same emulator the
+    daemon uses: the snapshot's data written into a fresh terminal of its size."""
+    from .emulator import Emulator
 
-    Via `Emulator.text()` should the emulator offer one, else by stripping the escapes from the snapshot."""
-    data = bytes(snap.get("data") or b"")
-    cols, rows = int(snap.get("cols") or 0), 0 if scrollback else int(snap.get("rows") or 0)
-    try:
-        from .emulator import Emulator
-    except Exception:  # the native library is missing: stripping still works
-        return strip_vt(data, cols, rows)
-    if scrollback or not callable(getattr(Emulator, "text", None)):
-        return strip_vt(data, cols, rows)
-    emu: Any = Emulator(cols, rows, 0)
-    try:
-        emu.feed(data)
-        text = str(emu.text())
-    finally:
-        emu.close()
+    cols, rows = int(snap.get("cols") or 80), int(snap.get("rows") or 24)
+    with Emulator(cols, rows, max(int(snap.get("scrollback_lines") or 0), 1)) as emu:
+        emu.feed(bytes(snap.get("data") or b""))
+        text = emu.text(scrollback)
     text = "\n".join(ln.rstrip() for ln in text.split("\n")).rstrip("\n")
     return text + "\n" if text else ""
 

@@ -559,6 +559,16 @@ class Emulator:
         """The directory reported by OSC 7 (a path, not a URL), or None."""
         return _pwd_path(_get_str(self._live(), _lib.GHOSTTY_TERMINAL_DATA_PWD))
 
+    def text(self, scrollback: bool = False) -> str:
+        """The screen as plain text, soft-wrapped lines joined and trailing blanks trimmed; with `scrollback`,
+        the served history (the last `scrollback_lines` rows) above it."""
+        t = self._live()
+        view = _View(t)
+        first = view.history - min(view.history, self.scrollback_lines) if scrollback else view.history
+        sel = _selection(t, 0, first, view.cols - 1, view.total - 1, _lib.GHOSTTY_POINT_TAG_SCREEN)
+        out = _format(t, sel, emit=_lib.GHOSTTY_FORMATTER_FORMAT_PLAIN, unwrap=True, trim=True)
+        return out.decode("utf-8", "replace")
+
     def modes(self) -> dict[str, bool]:
         """Every mode in MODES by name, plus `alt_screen` (whether the alternate screen is active)."""
         t = self._live()
