@@ -13,7 +13,6 @@ reference, not a target.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -115,9 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"({dd['scrollback_lines']} lines)"
           + (f"; tmux capture-pane p50={res['tmux_capture']['p50_ms']:.2f}ms "
              f"{res['tmux_capture']['bytes'] / 1e6:.2f}MB" if "tmux_capture" in res else ""), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
+    common.write_json(args.json, res)
     return res
 
 

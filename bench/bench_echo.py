@@ -14,7 +14,6 @@ unmeasured carriage return keeps the cursor on one line. Keys are sent one at a 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pty
 import select
@@ -175,9 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for k in ("direct", "daemon", "tmux"):
         if k in res:
             print(f"  echo {k:7} p50={res[k]['p50_ms']:.3f}ms p99={res[k]['p99_ms']:.3f}ms", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
+    common.write_json(args.json, res)
     return res
 
 

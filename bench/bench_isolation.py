@@ -11,7 +11,6 @@ flood costs the machine itself (2 cores: `yes` and the kernel's PTY work take on
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys
@@ -64,9 +63,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"  isolation control (direct PTY echo, no daemon): p50 {res['baseline_direct']['p50_ms']:.3f} -> "
           f"{res['flood_direct']['p50_ms']:.3f} ms, p99 {res['baseline_direct']['p99_ms']:.3f} -> "
           f"{res['flood_direct']['p99_ms']:.3f} ms", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
+    common.write_json(args.json, res)
     return res
 
 

@@ -15,7 +15,6 @@ memory: server RSS (/proc/PID/statm) with RUST_PTY_SCROLLBACK_LINES=10000 / hist
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -149,9 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if who in ("daemon", "tmux"):
             print(f"  memory {who:6}: empty {r['empty_mb']:.1f} MB, per idle session {r['per_idle_session_mb']:.3f} MB,"
                   f" per 10k-line session {r['per_full_session_mb']:.2f} MB", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
+    common.write_json(args.json, res)
     return res
 
 

@@ -13,7 +13,6 @@ RUST_PTY_MAX_SESSIONS / RUST_PTY_MAX_CONNECTIONS. Measured:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import select
 import sys
@@ -122,9 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"  scale: echo p50/p99 empty {res['echo_empty']['p50_ms']:.3f}/{res['echo_empty']['p99_ms']:.3f} ms, "
           f"loaded ({args.clients} clients, {args.clients * 10} keys/s) {res['echo_loaded']['p50_ms']:.3f}/"
           f"{res['echo_loaded']['p99_ms']:.3f} ms", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
+    common.write_json(args.json, res)
     return res
 
 

@@ -12,7 +12,6 @@ spawn:   `create` round trips (a session running `cat`, killed after) on an empt
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -112,9 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"  spawn: empty p50={sp['empty']['p50_ms']:.2f} p99={sp['empty']['p99_ms']:.2f} ms; with "
           f"{sp['big_heap']['rss_mb']:.0f} MB RSS p50={sp['big_heap']['p50_ms']:.2f} p99={sp['big_heap']['p99_ms']:.2f}"
           f" ms (x{sp['p50_ratio']:.2f} / x{sp['p99_ratio']:.2f})", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
+    common.write_json(args.json, res)
     return res
 
 

@@ -7,6 +7,7 @@ Nothing here is part of the package; the benchmarks import it as `common` (bench
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
 import shutil
@@ -33,6 +34,13 @@ PAGE = resource.getpagesize()
 
 
 # -- statistics ---------------------------------------------------------------------------------------------------
+
+
+def write_json(path: str | None, res: dict[str, Any]) -> None:
+    """A script's results, when --json asked for them."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(res, f, indent=1)
 
 
 def pct(values: list[float], p: float) -> float:
