@@ -49,6 +49,14 @@ class ScreenState:
     cwd: str | None = None
     scrollback_lines: int = 0
 
+    def to_wire(self) -> dict[str, Any]:
+        """The Snapshot map of the protocol, less `offset` (the session adds it)."""
+        return {
+            "data": self.data, "cols": self.cols, "rows": self.rows, "cursor": list(self.cursor),
+            "cursor_visible": self.cursor_visible, "alt_screen": self.alt_screen, "modes": self.modes,
+            "title": self.title, "cwd": self.cwd, "scrollback_lines": self.scrollback_lines,
+        }
+
 
 # Names of the modes reported in ScreenState.modes: (name, number, is_ansi). DEC private unless is_ansi.
 MODES: tuple[tuple[str, int, bool], ...] = (
@@ -474,29 +482,14 @@ class _View:
         return bytes(out)
 
 
-# Mode defaults, read once from a fresh terminal.
-_DEFAULTS: dict[str, bool] = {}
-
-
-def _mode_defaults() -> dict[str, bool]:
-    if not _DEFAULTS:
-        t = _ffi.new("GhosttyTerminal*")
-        _check(_lib.ghostty_terminal_new(_ffi.NULL, t, 80, 24), "terminal_new")
-        try:
-            _DEFAULTS.update({name: _mode(t[0], n, ansi) for name, n, ansi in MODES})
-        finally:
-            _lib.ghostty_terminal_free(t[0])
-    return _DEFAULTS
-
-
 # ---------------------------------------------------------------------------------------------------------
 
 
 class Emulator:
     """A headless terminal of cols x rows keeping `scrollback_lines` lines of history.
 
-    Not thread-safe: call every method from one thread (the event loop). cffi releases the GIL during
-    native calls, so two threads touching one Emulator would race inside libghostty-vt.
+    Not thread-safe: call every method from one thread (the emulator worker, through EmulatorHost). cffi releases
+    the GIL during native calls, so two threads touching one Emulator would race inside libghostty-vt.
     """
 
     def __init__(self, cols: int, rows: int, scrollback_lines: int) -> None:
@@ -508,6 +501,7 @@ class Emulator:
         t = _ffi.new("GhosttyTerminal*")
         _check(_lib.ghostty_terminal_new(_ffi.NULL, t, cols, rows), "terminal_new")
         self._t: Any = t[0]
+        self._replies = bytearray()
         try:
             self._set_size_t(_lib.GHOSTTY_TERMINAL_OPT_CONTINUATION_MAX_BYTES, _CONTINUATION_MAX_BYTES)
             self._apply_scrollback_limit()
@@ -559,13 +553,19 @@ class Emulator:
         """The directory reported by OSC 7 (a path, not a URL), or None."""
         return _pwd_path(_get_str(self._live(), _lib.GHOSTTY_TERMINAL_DATA_PWD))
 
-    def text(self, scrollback: bool = False) -> str:
-        """The screen as plain text, soft-wrapped lines joined and trailing blanks trimmed; with `scrollback`,
-        the served history (the last `scrollback_lines` rows) above it."""
+    def text(self, which: str | bool = False) -> str:
+        """Plain text, soft-wrapped lines joined and trailing blanks trimmed, of `which`: "screen" (the active
+        rows), "scrollback" (the served history: the last `scrollback_lines` rows) or "all" (both). A bool is the
+        older form: True is "all", False "screen"."""
+        if isinstance(which, bool):
+            which = "all" if which else "screen"
         t = self._live()
         view = _View(t)
-        first = view.history - min(view.history, self.scrollback_lines) if scrollback else view.history
-        sel = _selection(t, 0, first, view.cols - 1, view.total - 1, _lib.GHOSTTY_POINT_TAG_SCREEN)
+        first = view.history - min(view.history, self.scrollback_lines) if which != "screen" else view.history
+        last = view.history - 1 if which == "scrollback" else view.total - 1
+        if last < first:
+            return ""
+        sel = _selection(t, 0, first, view.cols - 1, last, _lib.GHOSTTY_POINT_TAG_SCREEN)
         out = _format(t, sel, emit=_lib.GHOSTTY_FORMATTER_FORMAT_PLAIN, unwrap=True, trim=True)
         return out.decode("utf-8", "replace")
 
@@ -580,12 +580,33 @@ class Emulator:
         scr = _get(self._live(), _lib.GHOSTTY_TERMINAL_DATA_ACTIVE_SCREEN, "GhosttyTerminalScreen")
         return bool(int(scr) == _lib.GHOSTTY_TERMINAL_SCREEN_ALTERNATE)
 
-    def snapshot(self) -> ScreenState:
+    def take_replies(self) -> bytes:
+        """Bytes the terminal answered on its own since the last call (query replies) for the PTY; the queries
+        module wires libghostty's WRITE_PTY callback into `_replies`."""
+        out, self._replies = bytes(self._replies), bytearray()
+        return out
+
+    def snapshot_wire(self, max_bytes: int = 1 << 62) -> dict[str, Any]:
+        return self.snapshot(max_bytes).to_wire()
+
+    def snapshot(self, max_bytes: int = 1 << 62) -> ScreenState:
         """The state as VT bytes for a fresh terminal of the same size, plus the parsed facts.
 
         Cost grows with the history served (about 20-30 ms for 10k lines at 80 columns, more with the
-        alternate screen active, which clones the terminal); the live terminal is not modified.
+        alternate screen active, which clones the terminal); the live terminal is not modified. When `data`
+        would pass `max_bytes`, history is served from fewer rows (the oldest are dropped) until it fits;
+        `scrollback_lines` says how many were served.
         """
+        cap = self.scrollback_lines
+        st = self._snapshot(cap)
+        while len(st.data) > max_bytes and st.scrollback_lines > 0:
+            # History dominates a big snapshot: scale the rows by the excess, with 10% to spare, at least -1.
+            keep = int(st.scrollback_lines * max_bytes / len(st.data) * 0.9)
+            cap = max(0, min(keep, st.scrollback_lines - 1))
+            st = self._snapshot(cap)
+        return st
+
+    def _snapshot(self, history_cap: int) -> ScreenState:
         t = self._live()
         live = _View(t)
         modes = self.modes()
@@ -602,11 +623,11 @@ class Emulator:
             out += b"\x1b[?2027h"
         if live.alt:
             alt_mode = next((n for n in _ALT_MODES if _mode(t, n, False)), 1049)
-            served, pen_reset = self._primary_under_alt(out, alt_mode)
+            served, pen_reset = self._primary_under_alt(out, alt_mode, history_cap)
             out += f"\x1b[?{alt_mode}h\x1b[H".encode() + pen_reset
             out += live.content(0, pad=False)
         else:
-            served = min(live.history, self.scrollback_lines)
+            served = min(live.history, history_cap)
             out += live.content(served, pad=True)
         out += live.bg_repair()
 
@@ -643,7 +664,7 @@ class Emulator:
             scrollback_lines=served,
         )
 
-    def _primary_under_alt(self, out: bytearray, alt_mode: int) -> tuple[int, bytes]:
+    def _primary_under_alt(self, out: bytearray, alt_mode: int, history_cap: int) -> tuple[int, bytes]:
         """Append the primary screen (history, rows, cursor, pen) as it will be when the alt screen is left.
 
         Returns the history rows served and the bytes that undo the primary's pen for the alt screen."""
@@ -654,7 +675,7 @@ class Emulator:
             seq = f"\x18\x1b[?{alt_mode}l".encode()
             _lib.ghostty_terminal_vt_write(clone, seq, len(seq))
             v = _View(clone)
-            served = min(v.history, self.scrollback_lines)
+            served = min(v.history, history_cap)
             out += v.content(served, pad=True)
             out += v.bg_repair()
             out += v.cursor_tail()

@@ -242,7 +242,7 @@ class Connection(asyncio.Protocol):
                 then()
             self._schedule()
 
-        session.request_snapshot(done)
+        session.request_snapshot(done, bounded=request == "snapshot")
         return pending
 
     def _subscribe(self, sid: int) -> Subscriber:
@@ -521,7 +521,6 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.request_stop, sig)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closing terminal must not take the daemon down
-        self.worker.warm_up()
         log.info("vibest-pty-daemon %s listening on %s (pid %d)", __version__, path, os.getpid())
 
     def request_stop(self, sig: int | None = None) -> None:

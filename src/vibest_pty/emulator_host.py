@@ -1,0 +1,147 @@
+"""The emulator side of the feed protocol (see feed.py): runs the commands of many sessions' emulators, fairly.
+
+Each session has its own command queue; `step()` serves the sessions with work round-robin, one unit each (the
+feeds queued for a session, merged up to PARSE_BATCH, or one job), so a 1000x1000 snapshot or a parse-heavy flood
+in one session delays another session by one unit at most, never by that session's whole queue. Runs wherever
+the emulators live (the worker thread); it does no I/O itself: events go to `emit`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .feed import Command
+
+log = logging.getLogger("vibest_pty.emulator_host")
+
+PARSE_BATCH = 1024 * 1024
+
+Event = tuple[Any, ...]  # ("parsed", sid, n, title, cwd) | ("result", sid, jid, value, error) | ("reply", sid, data)
+
+
+class Terminal(Protocol):
+    """What the host needs from an emulator (emulator.Emulator, or a fake in the tests)."""
+
+    @property
+    def title(self) -> str: ...
+    @property
+    def cwd(self) -> str | None: ...
+
+    def feed(self, data: bytes) -> None: ...
+    def resize(self, cols: int, rows: int) -> None: ...
+    def snapshot_wire(self, max_bytes: int) -> dict[str, Any]: ...
+    def text(self, which: str) -> str: ...
+    def take_replies(self) -> bytes: ...
+    def close(self) -> None: ...
+
+
+def _default_factory(cols: int, rows: int, scrollback_lines: int) -> Terminal:
+    from .emulator import Emulator  # imported at the first session: pyghostty's cffi set-up takes ~0.3 s
+
+    return Emulator(cols, rows, scrollback_lines)
+
+
+def warm_up() -> None:
+    """Load the emulator (pyghostty's cffi set-up parses C declarations: ~0.3 s) and run one snapshot (cffi
+    builds its types on first use: ~0.2 s), so that the first attach does not pay for it."""
+    from .emulator import Emulator
+
+    with Emulator(8, 2, 1) as emu:
+        emu.feed(b"x\x1b[1mx\r\n")
+        emu.snapshot()
+
+
+class EmulatorHost:
+    def __init__(
+        self,
+        emit: Callable[[Event], None],
+        factory: Callable[[int, int, int], Terminal] = _default_factory,
+    ) -> None:
+        self._emit = emit
+        self._factory = factory
+        self._emus: dict[int, Terminal] = {}
+        self._queues: dict[int, deque[Command]] = {}
+        self._ready: deque[int] = deque()  # sessions with queued commands, in service order
+
+    def put(self, sid: int, cmds: list[Command]) -> None:
+        q = self._queues.get(sid)
+        if q is None:
+            q = self._queues[sid] = deque()
+        if not q:
+            self._ready.append(sid)
+        q.extend(cmds)
+
+    def has_work(self) -> bool:
+        return bool(self._ready)
+
+    def step(self) -> None:
+        """Serve one unit of the next session in rotation."""
+        if not self._ready:
+            return
+        sid = self._ready.popleft()
+        q = self._queues[sid]
+        try:
+            self._unit(sid, q)
+        except Exception:  # a broken emulator must not take the others with it
+            log.exception("session %d: emulator command failed", sid)
+        if q:
+            self._ready.append(sid)
+        elif sid not in self._emus:
+            del self._queues[sid]
+
+    def run_all(self) -> None:
+        while self._ready:
+            self.step()
+
+    def _unit(self, sid: int, q: deque[Command]) -> None:
+        cmd = q.popleft()
+        op = cmd[0]
+        emu = self._emus.get(sid)
+        if op == "feed":
+            parts = [cmd[1]]
+            size = len(cmd[1])
+            while q and q[0][0] == "feed" and size < PARSE_BATCH:
+                data = q.popleft()[1]
+                parts.append(data)
+                size += len(data)
+            if emu is None:
+                return
+            emu.feed(parts[0] if len(parts) == 1 else b"".join(parts))
+            self._emit(("parsed", sid, size, emu.title, emu.cwd))
+            if replies := emu.take_replies():
+                self._emit(("reply", sid, replies))
+        elif op == "open":
+            if emu is not None:
+                emu.close()
+            self._emus[sid] = self._factory(cmd[1], cmd[2], cmd[3])
+        elif op == "close":
+            if emu is not None:
+                emu.close()
+                del self._emus[sid]
+        else:
+            jid = cmd[1]
+            try:
+                if emu is None:
+                    raise RuntimeError(f"session {sid} has no emulator")
+                value: Any
+                if op == "resize":
+                    emu.resize(cmd[2], cmd[3])
+                    value = None
+                elif op == "snapshot":
+                    value = emu.snapshot_wire(cmd[2])
+                elif op == "text":
+                    value = emu.text(cmd[2])
+                else:
+                    raise RuntimeError(f"unknown emulator command {op!r}")
+            except Exception as exc:
+                log.exception("session %d: %s failed", sid, op)
+                self._emit(("result", sid, jid, None, str(exc) or type(exc).__name__))
+                return
+            self._emit(("result", sid, jid, value, None))
+
+    @property
+    def sessions(self) -> int:
+        return len(self._emus)
