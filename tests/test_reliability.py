@@ -841,6 +841,11 @@ async def test_child_that_daemonizes_does_not_delay_exit(daemon: Daemon) -> None
         await c.kill(s["id"])  # removing exited records works with the orphans still around
         await c.kill(s2["id"])
         assert [x for x in await c.list() if x["id"] in (s["id"], s2["id"])] == []
+        # The killed leader stays an unreaped zombie until the kill escalation settles (after the 2 s grace), so
+        # that its group id cannot be reused meanwhile; then nothing is left.
+        deadline = time.monotonic() + 10
+        while children(daemon.pid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         assert children(daemon.pid) == [], "nothing left for the daemon to reap"
     finally:
         for pid in sleepers(mark):

@@ -155,6 +155,12 @@ class Connection(asyncio.Protocol):
     # -- requests -----------------------------------------------------------------------------------------------
 
     def _handle(self, msg: dict[str, Any]) -> None:
+        if msg.get("type") == "input" and "id" not in msg:  # keystrokes: no reply, no handler bookkeeping
+            try:
+                self.manager.get(protocol.get_session(msg)).write_input(protocol.get_data(msg))
+                return
+            except ProtocolError:
+                pass  # the full path below reports it
         rid: int | None = None
         rtype: str | None = None
         sid = msg.get("session")
