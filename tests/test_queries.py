@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vibest_pty.queries import MAX_HOLD, Query, QueryFilter, Segment, split_queries
+from vibest_pty.responder import XTVERSION, Colors, Responder, agree, parse_colors
 
 QUERIES = {
     b"\x1b[c": "da1",
@@ -60,7 +62,7 @@ def chunked(data: bytes, cuts: list[int]) -> list[Segment]:
     f = QueryFilter()
     out: list[Segment] = []
     prev = 0
-    for c in sorted({min(max(c, 0), len(data)) for c in cuts}) + [len(data)]:
+    for c in [*sorted({min(max(c, 0), len(data)) for c in cuts}), len(data)]:
         out += f.feed(data[prev:c])
         prev = c
     return out + f.flush()
@@ -152,3 +154,111 @@ def test_queries_between_ordinary_output_are_all_found(pairs: list[tuple[bytes, 
     segs = chunked(data, cuts)
     assert client(segs) == b"".join(t for t, _ in pairs)
     assert [q.raw for q in queries(segs)] == [q for _, q in pairs]
+
+
+# -- the emulator's answers (a real libghostty-vt terminal) ------------------------------------------------------------
+
+
+THEME = Colors(foreground=(0x11, 0x22, 0x33), background=(0xF0, 0xF0, 0xE0), cursor=(0xAA, 0xBB, 0xCC),
+               palette={1: (0x12, 0x34, 0x56)})
+
+
+@pytest.fixture
+def emu():
+    from vibest_pty.emulator import Emulator
+
+    e = Emulator(80, 24, 100)
+    r = Responder(e._t, 80, 24, THEME)
+    yield e, r
+    r.close()
+    e.close()
+
+
+def hexs(s: str) -> str:
+    return s.encode().hex()
+
+
+EXPECTED = {
+    b"\x1b[c": b"\x1b[?62;22c",
+    b"\x1b[>c": b"\x1b[>1;10;0c",
+    b"\x1b[5n": b"\x1b[0n",
+    b"\x1b[6n": b"\x1b[3;5R",
+    b"\x1b[?6n": b"\x1b[?3;5R",
+    b"\x1b[?2004$p": b"\x1b[?2004;2$y",
+    b"\x1b[?7$p": b"\x1b[?7;1$y",
+    b"\x1b[4$p": b"\x1b[4;2$y",
+    b"\x1bP$qm\x1b\\": b"\x1bP1$r0m\x1b\\",
+    b"\x1bP$qr\x1b\\": b"\x1bP1$r1;24r\x1b\\",
+    b"\x1b[>q": b"\x1bP>|" + XTVERSION.encode() + b"\x1b\\",
+    b"\x1b]10;?\x1b\\": b"\x1b]10;rgb:1111/2222/3333\x1b\\",
+    b"\x1b]11;?\x07": b"\x1b]11;rgb:f0f0/f0f0/e0e0\x07",
+    b"\x1b]12;?\x1b\\": b"\x1b]12;rgb:aaaa/bbbb/cccc\x1b\\",
+    b"\x1b]4;1;?\x1b\\": b"\x1b]4;1;rgb:1212/3434/5656\x1b\\",
+    b"\x1b[?u": b"\x1b[?0u",
+    b"\x1b[14t": b"\x1b[4;384;640t",
+    b"\x1b[16t": b"\x1b[6;16;8t",
+    b"\x1b[18t": b"\x1b[8;24;80t",
+    b"\x1b[?996n": b"\x1b[?997;2n",
+    b"\x1bP+q" + hexs("TN").encode() + b";" + hexs("Co").encode() + b";" + hexs("xx").encode() + b"\x1b\\":
+        b"\x1bP1+r" + hexs("TN").encode() + b"=" + hexs("xterm-256color").encode() + b"\x1b\\"
+        + b"\x1bP1+r" + hexs("Co").encode() + b"=" + hexs("256").encode() + b"\x1b\\"
+        + b"\x1bP0+r" + hexs("xx").encode() + b"\x1b\\",
+}
+
+
+def test_emulator_answers_every_filtered_query_exactly_once(emu):
+    _, r = emu
+    assert r.write(b"\r\n\r\nabcd") == b""
+    for q, want in EXPECTED.items():
+        assert r.write(q) == want, q
+        assert queries(split_queries(q)) != [], q  # the filter takes every query answered here
+
+
+def test_cursor_reports_respect_origin_mode(emu):
+    _, r = emu
+    assert r.write(b"\x1b[5;20r\x1b[?6h\x1b[3;4H\x1b[6n\x1b[?6n") == b"\x1b[3;4R\x1b[?3;4R"
+
+
+def test_several_queries_in_one_write_answer_in_stream_order(emu):
+    _, r = emu
+    assert r.write(b"\x1b[?6nx\x1b[5n\x1bP+q544e\x1b\\\x1b[6n") == (
+        b"\x1b[?1;1R\x1b[0n\x1bP1+r544e=" + hexs("xterm-256color").encode() + b"\x1b\\\x1b[1;2R")
+
+
+def test_colour_scheme_follows_the_background(emu):
+    _, r = emu
+    r.set_colors(Colors(background=(0, 0, 0)))
+    assert r.write(b"\x1b[?996n") == b"\x1b[?997;1n"
+    assert r.write(b"\x1b]11;?\x1b\\") == b"\x1b]11;rgb:0000/0000/0000\x1b\\"
+
+
+def test_size_reports_follow_the_session_size(emu):
+    e, r = emu
+    e.resize(100, 30)
+    r.resize(100, 30)
+    assert r.write(b"\x1b[18t") == b"\x1b[8;30;100t"
+
+
+def test_del_takes_no_cell(emu):
+    e, r = emu
+    r.write(b"ab\x7fc\x7f\x7f\r\n")
+    assert e.text().splitlines()[0] == "abc"
+    assert "\x7f" not in e.text()
+
+
+def test_deccolm_does_not_change_the_emulator_size(emu):
+    e, r = emu
+    r.write(b"hello\x1b[?40h\x1b[?3h\x1b[?3;25l\x1b[?25h")
+    assert (e.snapshot().cols, e.snapshot().rows) == (80, 24)
+    assert "hello" in e.text()  # DECCOLM would also have cleared the screen
+    assert agree(b"\x1b[?3;1h\x1b[?30h\x1b[?3l") == b"\x1b[?1h\x1b[?30h"
+
+
+def test_colors_option_parses_an_xterm_js_like_theme():
+    c = parse_colors({"foreground": "#112233", "background": "#fff", "cursor": "rgb:ff/00/0000",
+                      "palette": ["#000000", "#ff0000"]})
+    assert c == Colors((0x11, 0x22, 0x33), (255, 255, 255), (255, 0, 0), {0: (0, 0, 0), 1: (255, 0, 0)})
+    assert parse_colors({"palette": {"7": "#010203"}}).palette == {7: (1, 2, 3)}
+    for bad in ({"foreground": "red"}, {"palette": {"300": "#000000"}}, {"nope": 1}, "x"):
+        with pytest.raises(ValueError):
+            parse_colors(bad)
