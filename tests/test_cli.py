@@ -4,6 +4,7 @@ capture-pane, always polled against a deadline rather than slept on)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -170,13 +171,19 @@ def test_snapshot_text_renders_through_the_emulator() -> None:
 
 
 class _FakeClient:
+    def __init__(self) -> None:
+        self.resyncs: list[int] = []
+
     def on(self, event: str, fn: Callable[[dict[str, Any]], None]) -> None:
         pass
 
+    async def resync(self, sid: int) -> None:
+        self.resyncs.append(sid)
 
-async def test_attachment_offsets_resync_exit() -> None:
-    """Output already in the painted snapshot is skipped or trimmed; resync repaints (leaving the alternate
-    screen the old picture was on); a signal exit becomes 128 + signal."""
+
+async def test_attachment_paints_output_repaints_on_resync_and_exits_with_the_signal() -> None:
+    """Output is written as the client delivers it (the client trims it, tests/test_client.py); a resync
+    repaints (leaving the alternate screen the old picture was on); a signal exit becomes 128 + signal."""
     r, w = os.pipe()
     try:
         att = cli.Attachment(_FakeClient(), 0x1C, in_fd=-1, out_fd=w)  # type: ignore[arg-type]
@@ -184,13 +191,11 @@ async def test_attachment_offsets_resync_exit() -> None:
         att._paint({"data": b"SNAP\x1b[?1049h", "offset": 10, "modes": {}})
         att._ready = True
         for ev in [
-            {"type": "output", "session": 5, "offset": 4, "data": b"old"},  # before the snapshot
-            {"type": "output", "session": 5, "offset": 8, "data": b"xxNEW"},  # straddles it
+            {"type": "output", "session": 5, "offset": 10, "data": b"NEW"},
             {"type": "output", "session": 6, "offset": 13, "data": b"other"},  # another session
             {"type": "output", "session": 5, "offset": 13, "data": b"\x1b[?100"},
             {"type": "output", "session": 5, "offset": 21, "data": b"2h"},
             {"type": "resync", "session": 5, "snapshot": {"data": b"FRESH", "offset": 100}},
-            {"type": "output", "session": 5, "offset": 90, "data": b"late"},
             {"type": "output", "session": 5, "offset": 100, "data": b"!"},
             {"type": "exit", "session": 5, "code": None, "signal": 15},
         ]:
@@ -202,8 +207,29 @@ async def test_attachment_offsets_resync_exit() -> None:
         os.close(w)
     assert out.index(b"SNAP") < out.index(b"NEW") < out.index(b"\x1b[?1049l") < out.index(b"FRESH")
     assert out.endswith(b"FRESH!")
-    assert b"old" not in out and b"xx" not in out and b"other" not in out and b"late" not in out
+    assert b"other" not in out
     assert _state(att.modes) == (None, False)
+
+
+async def test_attachment_far_behind_asks_the_client_for_a_resync_and_drops_output_until_it_comes() -> None:
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    fake = _FakeClient()
+    try:
+        att = cli.Attachment(fake, 0x1C, in_fd=-1, out_fd=w)  # type: ignore[arg-type]
+        att.sid = 5
+        att._ready = True
+        chunk = b"y" * 65536
+        for i in range(80):  # 5 MiB into a pipe nobody reads: past the 4 MiB backlog bound
+            att._on_event({"type": "output", "session": 5, "offset": i * len(chunk), "data": chunk})
+        await asyncio.sleep(0)
+        assert fake.resyncs == [5] and att._repainting
+        att._on_event({"type": "resync", "session": 5, "snapshot": {"data": b"FRESH", "offset": 1 << 23}})
+        assert not att._repainting
+        att._writer.close()
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 # ---------------------------------------------------------------------------------------------------------
