@@ -5,6 +5,7 @@ of another uid."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import socket
@@ -163,7 +164,7 @@ async def test_reconnect_resumes_attached_sessions_from_their_offset_without_a_g
                 await asyncio.sleep(0.3)  # output goes on meanwhile
         lines = data.decode().replace("\r", "").split()
         assert lines == [f"line{i}" for i in range(1, LINES + 1)]
-        assert all(o1 + n1 == o2 for (o1, n1), (o2, _) in zip(offsets, offsets[1:], strict=False))
+        assert all(o1 + n1 == o2 for (o1, n1), (o2, _) in itertools.pairwise(offsets))
         assert len(reconnects) == 1 and reconnects[0]["sessions"][0]["mode"] == "replay", reconnects
         assert reconnects[0]["sessions"][0]["session"] == info["id"]
     finally:
