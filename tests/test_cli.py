@@ -5,12 +5,14 @@ capture-pane, always polled against a deadline rather than slept on)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 
 from vibest_pty import cli
+from vibest_pty.cli import daemon as cli_daemon
 
 from .conftest import Daemon
 
@@ -640,3 +643,106 @@ def test_bad_arguments_exit_2_everywhere(daemon: Daemon, argv: list[str]) -> Non
     r = cli_main(daemon, *argv)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert r.stderr.count("\n") == 1, r.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The daemon on demand: started by the first command that needs it, stopped by `daemon stop`
+
+
+def _lock_pid(sock: str) -> int:
+    try:
+        return int(Path(sock + ".lock").read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def test_a_command_starts_the_daemon_in_the_background_and_daemon_stop_ends_it(tmpdir_short: str) -> None:
+    sock = os.path.join(tmpdir_short, "auto", "socket")
+    try:
+        r = run_cli(None, "daemon", "status", socket=sock)
+        assert r.returncode == 1 and "not running" in r.stdout
+        r = run_cli(None, "new", "-d", "--", "sh", socket=sock, timeout=60)  # no daemon yet: one is started
+        assert r.returncode == 0, r.stderr
+        sid = int(r.stdout)
+        pid = _lock_pid(sock)
+        assert pid > 0 and os.path.exists(os.path.join(tmpdir_short, "auto", "daemon.log"))
+        # it outlives the command that started it, in its own session (no terminal to hang it up)
+        assert os.getsid(pid) == pid
+        r = run_cli(None, "ls", "--json", socket=sock)
+        assert r.returncode == 0 and [s["id"] for s in json.loads(r.stdout)] == [sid]
+        r = run_cli(None, "daemon", "status", socket=sock)
+        assert r.returncode == 0 and f"pid {pid}" in r.stdout and "1 sessions (1 running)" in r.stdout
+        r = run_cli(None, "daemon", "start", socket=sock)
+        assert r.returncode == 0 and "already running" in r.stdout and _lock_pid(sock) == pid
+        r = run_cli(None, "daemon", "stop", socket=sock, timeout=60)
+        assert r.returncode == 0 and f"stopped the daemon (pid {pid})" in r.stdout, r.stderr
+        assert not os.path.exists(sock)
+        assert cli_daemon._gone(pid)  # no such process, or a zombie whose reaper (not us) has yet to run
+        r = run_cli(None, "daemon", "stop", socket=sock)
+        assert r.returncode == 0 and "not running" in r.stdout
+        r = run_cli(None, "daemon", "start", socket=sock, timeout=60)
+        assert r.returncode == 0 and "started the daemon" in r.stdout, r.stderr
+    finally:
+        run_cli(None, "daemon", "stop", socket=sock, timeout=60)
+        pid = _lock_pid(sock)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_daemon_that_cannot_start_is_reported_with_its_log(tmpdir_short: str) -> None:
+    parent = os.path.join(tmpdir_short, "open")
+    os.mkdir(parent)
+    os.chmod(parent, 0o777)  # the daemon refuses a socket directory others can write to
+    r = run_cli(None, "ls", socket=os.path.join(parent, "socket"), timeout=60)
+    assert r.returncode == 1
+    assert "exited with status" in r.stderr and "writable by group or others" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# attach while the daemon is slow to answer: keys stay live, and it gives up by itself
+
+SILENT_SERVER = """
+import asyncio, os, sys
+from vibest_pty import protocol
+
+async def serve(reader, writer):
+    dec = protocol.FrameDecoder()
+    while data := await reader.read(65536):
+        dec.feed(data)
+        for m in dec.messages():
+            if m.get("type") == "hello":  # answers hello, and never the attach (a snapshot that takes forever)
+                writer.write(protocol.encode(protocol.ok(m["id"], protocol=1, version="0", pid=os.getpid(),
+                                                          features=[])))
+
+async def main():
+    server = await asyncio.start_unix_server(serve, sys.argv[1])
+    print("listening", flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def test_attach_waiting_for_a_silent_daemon_gives_up_on_the_detach_key_ctrl_c_or_its_timeout(
+        tmux: Tmux, tmpdir_short: str) -> None:
+    sock = os.path.join(tmpdir_short, "silent.sock")
+    proc = subprocess.Popen([sys.executable, "-c", SILENT_SERVER, sock], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"listening\n"
+        for n, key in enumerate(["C-\\", "C-c"]):
+            t0 = time.monotonic()
+            tmux.type(f"clear; vibest-pty --socket {sock} attach 1; echo \"rc{n}=$?\"")
+            time.sleep(0.5)
+            tmux.keys(key)
+            out = tmux.wait(lambda s, n=n: re.search(rf"rc{n}=\d", s) is not None)
+            assert f"rc{n}=1" in out and "[gave up waiting for the daemon to attach session 1]" in out, out
+            assert time.monotonic() - t0 < 10  # not the 30 s timeout
+            assert tmux.flags() == CLEAN
+        tmux.type(f"clear; vibest-pty --socket {sock} attach 1 --timeout 1.5; echo \"rc2=$?\"")
+        out = tmux.wait(lambda s: re.search(r"rc2=\d", s) is not None, timeout=20)
+        assert "rc2=1" in out and "did not answer within 1.5 s" in out, out
+        assert tmux.flags() == CLEAN
+    finally:
+        proc.kill()
+        proc.wait()

@@ -235,3 +235,51 @@ def test_check_peer_accepts_our_uid_and_root_and_names_any_other() -> None:
     finally:
         a.close()
         b.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Session hygiene: kill_after_detach_s (daemon side, driven through the client)
+
+
+async def _running(c: Client, sid: int) -> bool:
+    return any(s["id"] == sid and s["running"] for s in await c.list_sessions())
+
+
+async def test_kill_after_detach_kills_once_the_last_client_left_and_a_reattach_cancels_it(daemon: Daemon) -> None:
+    grace = 1.0
+    async with await connect(daemon.socket) as a, await connect(daemon.socket) as b:
+        s = await a.create_session(shell="/bin/sh", args=["-c", "sleep 60"], attach=True, kill_after_detach_s=grace)
+        sid = s["id"]
+        await b.attach_session(sid)
+        await a.detach_session(sid)
+        await asyncio.sleep(grace * 2)
+        assert await _running(a, sid), "b is still attached"
+        await b.close()  # the last client goes away (a disconnect counts as a detach)
+        await asyncio.sleep(grace / 2)
+        await a.attach_session(sid)  # back within the grace: cancelled
+        await a.detach_session(sid)
+        await asyncio.sleep(grace / 2)
+        assert await _running(a, sid), "the re-attach cancelled the first kill"
+        # now nobody comes back: killed `grace` after the last detach
+        for _ in range(300):
+            if not await _running(a, sid):
+                break
+            await asyncio.sleep(0.05)
+        assert not await _running(a, sid)
+        # a session nobody ever attaches: the grace runs from its creation; one without the option stays
+        lone = await a.create_session(shell="/bin/sh", args=["-c", "sleep 60"], kill_after_detach_s=grace)
+        kept = await a.create_session(shell="/bin/sh", args=["-c", "sleep 60"])
+        for _ in range(300):
+            if not await _running(a, lone["id"]):
+                break
+            await asyncio.sleep(0.05)
+        assert not await _running(a, lone["id"]) and await _running(a, kept["id"])
+
+
+@pytest.mark.parametrize("bad", [0, -1, "5", True, 10**9])
+async def test_kill_after_detach_must_be_a_positive_number_of_seconds(client: Client, bad: object) -> None:
+    from vibest_pty.client import PtyError
+
+    with pytest.raises(PtyError) as e:
+        await client.create_session(shell="/bin/sh", kill_after_detach_s=bad)
+    assert e.value.code == "invalid_argument" and "kill_after_detach_s" in e.value.message

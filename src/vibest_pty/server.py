@@ -250,6 +250,7 @@ class Connection(asyncio.Protocol):
         session = self.manager.get(sid)
         sub = session.subscribe(self.id, self, self.server.flow_limits)
         self.subs[sid] = sub
+        self.manager.attached(session)
         return sub
 
     def _unsubscribe(self, sid: int) -> bool:
@@ -259,6 +260,7 @@ class Connection(asyncio.Protocol):
         session = self.manager.sessions.get(sid)
         if session is not None:
             session.unsubscribe(self.id)
+            self.manager.detached(session)
         if sub.in_rotation:
             self._ready.remove(sub)
             sub.in_rotation = False
