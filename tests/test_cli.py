@@ -746,3 +746,52 @@ def test_attach_waiting_for_a_silent_daemon_gives_up_on_the_detach_key_ctrl_c_or
     finally:
         proc.kill()
         proc.wait()
+
+
+LIST_FAILS_SERVER = """
+import asyncio, os, sys
+from vibest_pty import protocol
+
+async def serve(reader, writer):
+    dec = protocol.FrameDecoder()
+    while data := await reader.read(65536):
+        dec.feed(data)
+        for m in dec.messages():
+            t, rid = m.get("type"), m.get("id")
+            with open(sys.argv[1] + ".log", "a") as f:
+                f.write(f"{t} {m.get('session')}\\n")
+            if t == "list":  # as with huge tags: the list reply cannot be built
+                reply = protocol.error(rid, "limit_reached", "the reply would exceed the frame limit", t)
+            elif t == "hello":
+                reply = protocol.ok(rid, protocol=1, version="0", pid=os.getpid(), features=[])
+            else:
+                reply = protocol.ok(rid)
+            if rid is not None:
+                writer.write(protocol.encode(reply))
+
+async def main():
+    server = await asyncio.start_unix_server(serve, sys.argv[1])
+    print("listening", flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def test_kill_signal_and_send_by_id_do_not_need_the_session_list(tmpdir_short: str) -> None:
+    sock = os.path.join(tmpdir_short, "nolist.sock")
+    proc = subprocess.Popen([sys.executable, "-c", LIST_FAILS_SERVER, sock], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"listening\n"
+        fake = Daemon(tmpdir_short)
+        fake.socket = sock
+        for argv in (["kill", "3"], ["signal", "3", "INT"], ["send", "3", "x"]):
+            r = cli_main(fake, *argv)
+            assert r.returncode == 0, (argv, r.stderr)
+        requests = Path(sock + ".log").read_text().split("\n")
+        assert "list None" not in requests and {"kill 3", "signal 3", "input 3"} <= set(requests)
+        r = cli_main(fake, "kill", "build")  # a name needs the list: its failure is reported
+        assert r.returncode == 1 and "frame limit" in r.stderr
+    finally:
+        proc.kill()
+        proc.wait()

@@ -283,3 +283,20 @@ async def test_kill_after_detach_must_be_a_positive_number_of_seconds(client: Cl
     with pytest.raises(PtyError) as e:
         await client.create_session(shell="/bin/sh", kill_after_detach_s=bad)
     assert e.value.code == "invalid_argument" and "kill_after_detach_s" in e.value.message
+
+
+async def test_reconnect_to_a_restarted_daemon_reports_the_sessions_it_lost(daemon_factory: Any) -> None:
+    d = daemon_factory()
+    c = await connect(d.socket, reconnect=True, give_up_after=30)
+    try:
+        s = await c.create_session(shell="/bin/sh", args=["-c", "sleep 60"], attach=True)
+        d.stop()
+        d.start()
+        ev = await c.next_event("reconnect", timeout=30)
+        [r] = ev["sessions"]
+        assert (r["session"], r["mode"], r["error"]) == (s["id"], "failed", "session_not_found")
+        assert c.session(s["id"]) is None
+        assert await c.list_sessions() == []  # the new connection serves requests
+        assert c.server_pid == d.pid
+    finally:
+        await c.close()

@@ -355,6 +355,8 @@ class Client:
         self.hello_info: HelloInfo | None = None
         self._closing = False
         self._finalized = False
+        self._reconnecting = False
+        self._reconnector: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
         self._task = self._loop.create_task(self._read_loop())
 
@@ -378,13 +380,19 @@ class Client:
             reason = str(exc)
         self._writer.close()  # send() fails from now on (until a reconnect)
         self._fail_pending(reason or "connection closed")
+        if self._reconnecting:
+            return  # a connection opened by a reconnect attempt: the attempt fails and the loop retries
         if self.auto_reconnect and not self._closing and self.socket_path is not None:
             self._emit_now({"type": "disconnect", "reason": reason})
+            self._reconnecting = True
+            self._reconnector = asyncio.current_task()
             try:
                 await self._reconnect_loop()
                 return
             except (OSError, ConnectionClosed) as exc:
                 reason = f"gave up reconnecting after {self.give_up_after:g} s: {exc}"
+            finally:
+                self._reconnecting = False
         self._finalize(reason)
 
     def _fail_pending(self, reason: str) -> None:
@@ -513,9 +521,11 @@ class Client:
         self._writer.close()
         with contextlib.suppress(Exception):
             await self._writer.wait_closed()
-        self._task.cancel()
-        with contextlib.suppress(BaseException):
-            await self._task
+        for task in {self._task, self._reconnector} - {None, asyncio.current_task()}:
+            assert task is not None
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         if not self.closed.is_set():
             self._fail_pending("closed by the client")
             self._finalize("closed by the client")
@@ -542,13 +552,23 @@ class Client:
         self._fail_pending("reconnecting")
         self.closed.clear()
         self._finalized = False
-        return await asyncio.wait_for(self._reconnect_once(1), timeout)
+        self._reconnecting = True
+        try:
+            return await asyncio.wait_for(self._reconnect_once(1), timeout)
+        except BaseException:
+            self._writer.close()
+            self._finalize("reconnect failed")
+            raise
+        finally:
+            self._reconnecting = False
 
     async def _reconnect_loop(self) -> None:
         deadline = time.monotonic() + self.give_up_after
         delay = 0.1
         attempts = 0
         while True:
+            if self._closing:
+                raise ConnectionClosed("closed by the client")
             attempts += 1
             try:
                 await self._reconnect_once(attempts)
