@@ -623,6 +623,10 @@ def test_ls_errors_and_snapshot_print_hostile_names_cwds_and_titles_escaped(
         assert "\\x1b]52" in r.stderr
     snap = cli_main(daemon, "snapshot", str(sid))
     assert snap.returncode == 0 and not _RAW_CONTROL.search(snap.stdout)
+    # The daemon itself: an OSC 7 path with control characters is not taken as the cwd, and the title loses
+    # its C1 controls (U+009B here, which some terminals read as CSI).
+    [osc] = [s for s in sessions_json(daemon) if s["id"] == sid]
+    assert not osc["cwd"].startswith("/tmp/\x1b") and osc["title"] == "t2J", osc
 
 
 def test_prune_removes_exited_records_only(daemon: Daemon) -> None:
