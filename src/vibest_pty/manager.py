@@ -161,4 +161,5 @@ class Manager:
         except TimeoutError:
             log.warning("%d sessions still running at shutdown", self.running_count)
         for sid in list(self.sessions):
+            self.sessions[sid].settle_kill()  # we are leaving: SIGKILL the stragglers now and reap the leader
             self._drop(sid)

@@ -341,6 +341,12 @@ class Session:
             self._kill_timer = self._loop.call_later(self.limits.kill_grace_s, self._escalate)
         self._hangup(signal.SIGHUP)
 
+    def settle_kill(self) -> None:
+        """Escalate a pending kill now (the daemon is stopping): nothing of ours is left unreaped."""
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+            self._escalate()
+
     def _escalate(self) -> None:
         """The grace is over: SIGKILL what is left of our groups, then reap the leader we kept unreaped."""
         self._hangup(signal.SIGKILL)
