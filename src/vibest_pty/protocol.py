@@ -170,7 +170,8 @@ def decode_all(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> list[dict[str
 # Request validation: turns a decoded map into typed fields or a ProtocolError with the right code.
 
 REQUEST_TYPES: Final = frozenset(
-    {"hello", "create", "attach", "detach", "input", "resize", "kill", "signal", "ack", "list", "snapshot", "stats"}
+    {"hello", "create", "attach", "detach", "input", "resize", "kill", "signal", "ack", "list", "snapshot", "stats",
+     "prune"}
 )
 
 
@@ -300,6 +301,19 @@ class CreateOptions:
     name: str = ""
     tags: tuple[tuple[str, str], ...] = ()
     attach: bool = False
+    kill_after_detach_s: float | None = None
+
+
+MAX_KILL_AFTER_DETACH_S: Final = 365 * 86400
+
+
+def _kill_after_detach(o: dict[str, Any]) -> float | None:
+    v = o.get("kill_after_detach_s")
+    if v is None:
+        return None
+    if type(v) not in (int, float) or not 0 < v <= MAX_KILL_AFTER_DETACH_S:
+        raise _bad("kill_after_detach_s", f"a number of seconds in (0, {MAX_KILL_AFTER_DETACH_S}]")
+    return float(v)
 
 
 def parse_create_options(msg: dict[str, Any]) -> CreateOptions:
@@ -325,6 +339,7 @@ def parse_create_options(msg: dict[str, Any]) -> CreateOptions:
         name=get_str(o, "name", "") or "",
         tags=tuple(get_str_map(o, "tags").items()),
         attach=get_bool(o, "attach", False),
+        kill_after_detach_s=_kill_after_detach(o),
     )
 
 

@@ -32,7 +32,7 @@ from .worker import EmulatorWorker
 
 log = logging.getLogger("vibest_pty.server")
 
-FEATURES = ["snapshot", "replay", "resync", "signal-names", "tags"]
+FEATURES = ["snapshot", "replay", "resync", "signal-names", "tags", "prune"]
 WRITE_HIGH = 64 * 1024  # the transport's own buffer stays this small; the rest waits in our fair queues
 WRITE_LOW = 16 * 1024
 BATCH = 64 * 1024
@@ -250,6 +250,7 @@ class Connection(asyncio.Protocol):
         session = self.manager.get(sid)
         sub = session.subscribe(self.id, self, self.server.flow_limits)
         self.subs[sid] = sub
+        self.manager.attached(session)
         return sub
 
     def _unsubscribe(self, sid: int) -> bool:
@@ -259,6 +260,7 @@ class Connection(asyncio.Protocol):
         session = self.manager.sessions.get(sid)
         if session is not None:
             session.unsubscribe(self.id)
+            self.manager.detached(session)
         if sub.in_rotation:
             self._ready.remove(sub)
             sub.in_rotation = False
@@ -311,6 +313,9 @@ class Connection(asyncio.Protocol):
 
     def _stats(self, msg: dict[str, Any]) -> Reply:
         return self.server.stats()
+
+    def _prune(self, msg: dict[str, Any]) -> Reply:
+        return {"removed": self.manager.prune()}
 
     # -- writer -------------------------------------------------------------------------------------------------
 
@@ -463,6 +468,7 @@ _HANDLERS: dict[str, Callable[[Connection, dict[str, Any]], Reply]] = {
     "list": Connection._list,
     "snapshot": Connection._snapshot,
     "stats": Connection._stats,
+    "prune": Connection._prune,
 }
 assert set(_HANDLERS) == protocol.REQUEST_TYPES
 
