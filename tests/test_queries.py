@@ -6,8 +6,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vibest_pty.queries import MAX_HOLD, Query, QueryFilter, Segment, split_queries
-from vibest_pty.responder import XTVERSION, Colors, Responder, agree, parse_colors
+from vibest_pty.queries import (
+    MAX_HOLD,
+    Colors,
+    Query,
+    QueryFilter,
+    Segment,
+    agree,
+    parse_colors,
+    split_queries,
+)
+from vibest_pty.responder import XTVERSION, Responder
 
 QUERIES = {
     b"\x1b[c": "da1",
