@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sys
+import time
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +24,8 @@ from vibest_pty.queries import (
     split_queries,
 )
 from vibest_pty.responder import XTVERSION, Responder
+
+from .conftest import read_until
 
 QUERIES = {
     b"\x1b[c": "da1",
@@ -271,3 +280,72 @@ def test_colors_option_parses_an_xterm_js_like_theme():
     for bad in ({"foreground": "red"}, {"palette": {"300": "#000000"}}, {"nope": 1}, "x"):
         with pytest.raises(ValueError):
             parse_colors(bad)
+
+
+# -- a real daemon: the probe program in a session ----------------------------------------------------------------------
+
+PROBE = os.path.join(os.path.dirname(__file__), "query_probe.py")
+PROBE_EXPECTED = {
+    "da1": b"\x1b[?62;22c",
+    "da2": b"\x1b[>1;10;0c",
+    "cpr": b"\x1b[3;5R",
+    "decxcpr": b"\x1b[?3;5R",
+    "dsr": b"\x1b[0n",
+    "decrqm": b"\x1b[?2004;2$y",
+    "decrqm_ansi": b"\x1b[4;2$y",
+    "decrqss": b"\x1bP1$r0m\x1b\\",
+    "xtversion": b"\x1bP>|" + XTVERSION.encode() + b"\x1b\\",
+    "osc10": b"\x1b]10;rgb:d0d0/d0d0/d0d0\x1b\\",
+    "osc11": b"\x1b]11;rgb:0000/0000/0000\x07",
+    "osc12": b"\x1b]12;rgb:d0d0/d0d0/d0d0\x1b\\",
+    "osc4": b"\x1b]4;1;rgb:cccc/6666/6666\x1b\\",
+    "kitty": b"\x1b[?0u",
+    "size14": b"\x1b[4;384;640t",
+    "size16": b"\x1b[6;16;8t",
+    "size18": b"\x1b[8;24;80t",
+    "xtgettcap": b"\x1bP1+r" + hexs("TN").encode() + b"=" + hexs("xterm-256color").encode() + b"\x1b\\",
+    "color_scheme": b"\x1b[?997;1n",
+}
+
+
+async def wait_file(path: str, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"{path} not written"
+        await asyncio.sleep(0.05)
+    with open(path) as f:
+        return json.load(f)  # type: ignore[no-any-return]
+
+
+def check_probe(result: dict[str, Any], expected: dict[str, bytes] = PROBE_EXPECTED) -> None:
+    got = {k: bytes.fromhex(v) if "|" not in v else v for k, v in result["replies"].items()}
+    assert got == expected
+    assert bytes.fromhex(result["late"]) == b"", "a second answer arrived"
+
+
+async def test_detached_session_answers_every_query_exactly_once(client, tmp_path):
+    out = str(tmp_path / "probe.json")
+    await client.create(shell=sys.executable, args=[PROBE, out])
+    result = await wait_file(out)
+    check_probe(result)
+    ms = sorted(result["ms"].values())
+    assert ms[len(ms) // 2] < 50, result["ms"]  # each round trip includes the sentinel's answer too
+
+
+async def test_query_split_byte_by_byte_across_reads_is_answered_once(client, tmp_path):
+    out = str(tmp_path / "probe.json")
+    reply = await client.create(shell=sys.executable, args=[PROBE, out, "split"], attach=True)
+    sid = reply["id"]
+    check_probe(await wait_file(out))
+    seen = await read_until(client, sid, b"done")
+    assert b"\x1b[6n" not in seen and b"\x1b[" + b"c" not in seen.replace(b"\x1b[2J", b"")
+    assert b"\x1b[2J\x1b[3;5H" in seen  # ordinary output passes
+
+
+async def test_queries_client_mode_passes_everything_through(client, tmp_path):
+    out = str(tmp_path / "probe.json")
+    reply = await client.create(shell=sys.executable, args=[PROBE, out], attach=True, queries="client")
+    sid = reply["id"]
+    seen = await read_until(client, sid, b"\x1b[c")  # the client sees the query; nobody has answered it
+    await client.input(sid, b"\x1b[?1;2c\x1b[0n")  # this client answers, as its terminal would
+    assert b"\x1b[>c" in await read_until(client, sid, b"\x1b[>c", start=seen)
