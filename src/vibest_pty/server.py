@@ -204,8 +204,8 @@ class Connection(asyncio.Protocol):
         since = None if since_raw is None else protocol.get_int(msg, "since", hi=2**63 - 1)
         session = self.manager.get(sid)
         read_only = protocol.get_bool(msg, "read_only", False)
-        if (colors := protocol.get_colors(msg)) is not None:
-            session.set_colors(colors)
+        if protocol.get_colors(msg) is not None:
+            session.update_colors(msg["colors"])
         rid = self._rid
         # The offset, the subscription and the snapshot request are the same instant: the emulator thread takes
         # the snapshot after exactly the output before `offset`, and the subscriber queues what follows it.

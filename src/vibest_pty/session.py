@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 from .flow import FlowLimits, Sink, Subscriber
 from .protocol import ProtocolError
 from .pty import Child, decode_wait_status, foreground_pgrp, set_winsize
-from .queries import Colors, Query, QueryFilter, Segment, agree
+from .queries import DEFAULT_COLORS, Colors, Query, QueryFilter, Segment, agree, parse_colors
 from .sizing import SizePolicy
 
 log = logging.getLogger("vibest_pty.session")
@@ -85,6 +85,7 @@ class Session:
         # queries="daemon": the emulator answers terminal queries and clients never see them (see queries.py);
         # "client": everything passes through untouched and the clients' terminals answer.
         self.queries = queries
+        self.colors = colors or DEFAULT_COLORS
         self._queries = QueryFilter() if queries == "daemon" else None
         self._responder = Responder(self.emulator._t, cols, rows, colors) if self._queries else None  # worker's
         self.sizing = SizePolicy(size_policy, cols, rows)  # several clients, one size (sizing.py)
@@ -256,8 +257,9 @@ class Session:
             except ProtocolError as exc:
                 log.debug("session %d: reply dropped: %s", self.id, exc)
 
-    def set_colors(self, colors: Colors) -> None:
-        """The colours queries are answered with (the `colors` option of create/attach)."""
+    def update_colors(self, value: dict[str, Any]) -> None:
+        """The colours queries are answered with: `value` (an attach's `colors`, validated) over the current ones."""
+        self.colors = colors = parse_colors(value, self.colors)
         if (responder := self._responder) is not None:
             self._worker.submit(lambda: None if self.emulator.closed else responder.set_colors(colors))
 
