@@ -306,9 +306,22 @@ class CreateOptions:
     name: str = ""
     tags: tuple[tuple[str, str], ...] = ()
     attach: bool = False
+    kill_after_detach_s: float | None = None
     queries: str = "daemon"  # who answers terminal queries: the session's emulator, or the clients (queries.py)
     colors: Colors | None = None
     size_policy: str = "latest"
+
+
+MAX_KILL_AFTER_DETACH_S: Final = 365 * 86400
+
+
+def _kill_after_detach(o: dict[str, Any]) -> float | None:
+    v = o.get("kill_after_detach_s")
+    if v is None:
+        return None
+    if type(v) not in (int, float) or not 0 < v <= MAX_KILL_AFTER_DETACH_S:
+        raise _bad("kill_after_detach_s", f"a number of seconds in (0, {MAX_KILL_AFTER_DETACH_S}]")
+    return float(v)
 
 
 def get_colors(msg: dict[str, Any], field: str = "colors") -> Colors | None:
@@ -347,6 +360,7 @@ def parse_create_options(msg: dict[str, Any]) -> CreateOptions:
         queries=_one_of(o, "queries", ("daemon", "client"), "daemon"),
         colors=get_colors(o),
         size_policy=_one_of(o, "size_policy", POLICIES, "latest"),
+        kill_after_detach_s=_kill_after_detach(o),
     )
 
 

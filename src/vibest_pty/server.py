@@ -257,6 +257,7 @@ class Connection(asyncio.Protocol):
         session = self.manager.get(sid)
         sub = session.subscribe(self.id, self, self.server.flow_limits)
         self.subs[sid] = sub
+        self.manager.attached(session)
         return sub
 
     def _unsubscribe(self, sid: int) -> bool:
@@ -268,6 +269,7 @@ class Connection(asyncio.Protocol):
             session.unsubscribe(self.id)
             if session.running and (size := session.sizing.leave(self.id)):
                 session.resize(*size)  # a client that left no longer counts (size_policy)
+            self.manager.detached(session)
         self.read_only.discard(sid)
         if sub.in_rotation:
             self._ready.remove(sub)

@@ -13,7 +13,7 @@ import signal
 import termios
 import time
 import tty
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from ..client import Client, ConnectionClosed, PtyError
@@ -187,7 +187,6 @@ class Attachment:
         self.reason = ""  # why the connection closed, when it did
         self.size: tuple[int, int] = (0, 0)
         self.modes = ModeTracker()
-        self.next_offset = 0
         self._loop = asyncio.get_running_loop()
         self._ready = False
         self._early: list[dict[str, Any]] = []
@@ -266,7 +265,7 @@ class Attachment:
         if reply is None:
             return False
         self.name = str(reply.get("session", {}).get("name") or "")
-        self._paint(reply.get("snapshot"), reply.get("offset", 0))
+        self._paint(reply.get("snapshot"))
         return True
 
     async def _wait(self, request: Coroutine[Any, Any, T]) -> T | None:
@@ -353,8 +352,9 @@ class Attachment:
 
     # -- session -> terminal ------------------------------------------------------------------------------------
 
-    def _paint(self, snapshot: dict[str, Any] | None, offset: int = 0) -> None:
-        """Start over from a clean screen: the snapshot's picture, or nothing for a session we saw start."""
+    def _paint(self, snapshot: Mapping[str, Any] | None) -> None:
+        """Start over from a clean screen: the snapshot's picture, or nothing for a session we saw start.
+        (The client trims the output that follows to the snapshot's offset.)"""
         out = bytearray(self.modes.restore_sequence())
         out += b"\x1b[H\x1b[2J"
         self.modes.reset()
@@ -362,8 +362,6 @@ class Attachment:
             data = bytes(snapshot.get("data") or b"")
             self.modes.feed(data)
             out += data
-            offset = int(snapshot.get("offset", offset))
-        self.next_offset = offset
         self._writer.write(bytes(out))
 
     def _on_event(self, ev: dict[str, Any]) -> None:
@@ -376,11 +374,12 @@ class Attachment:
         if ev.get("session") not in (None, self.sid):
             return
         if t == "output":
-            self._output(ev)
+            self._output(ev["data"])
         elif t == "exit":
             sig = ev.get("signal")
             self._finish("exit", 128 + int(sig) if sig else int(ev.get("code") or 0))
         elif t == "resync":
+            self._repainting = False
             self._paint(ev["snapshot"])
         elif t == "shutdown":
             self._finish("shutdown", 1)
@@ -390,35 +389,24 @@ class Attachment:
         elif t == "error" and ev.get("code") == "session_not_found":
             self._finish("removed", 1)
 
-    def _output(self, ev: dict[str, Any]) -> None:
-        data: bytes = ev["data"]
-        offset: int = ev["offset"]
-        end = offset + len(data)
-        if end <= self.next_offset:
-            return  # already in the snapshot we painted
-        if offset < self.next_offset:
-            data = data[self.next_offset - offset :]
-        self.next_offset = end
+    def _output(self, data: bytes) -> None:
         if self._repainting:
-            return
+            return  # a fresh snapshot is on its way; it covers this
         self.modes.feed(data)
         self._writer.write(data)
         if self._writer.pending > OUTPUT_BACKLOG_MAX:
-            # The terminal is far behind: drop the backlog and repaint from a fresh snapshot.
+            # The terminal is far behind: drop the backlog and repaint from a fresh snapshot (a `resync` event).
             self._writer.discard()
             self._writer.write(b"\x18")
             self._repainting = True
             self._loop.create_task(self._repaint())
 
     async def _repaint(self) -> None:
+        assert self.sid is not None
         try:
-            assert self.sid is not None
-            snap = await self.client.snapshot(self.sid)
+            await self.client.resync(self.sid)
         except PtyError:
             self._repainting = False
-            return
-        self._repainting = False
-        self._paint(snap)
 
 
 def key_encodings(key: int) -> list[bytes]:
