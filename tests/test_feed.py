@@ -18,7 +18,7 @@ from vibest_pty.protocol import ProtocolError
 
 
 class FakeTerminal:
-    def __init__(self, cols: int, rows: int, scrollback: int) -> None:
+    def __init__(self, cols: int, rows: int, scrollback: int, respond: bool = False, colors: Any = None) -> None:
         self.cols, self.rows = cols, rows
         self.data = bytearray()
         self.resizes: list[tuple[int, int]] = []
@@ -42,6 +42,9 @@ class FakeTerminal:
     def resize(self, cols: int, rows: int) -> None:
         self.cols, self.rows = cols, rows
         self.resizes.append((cols, rows))
+
+    def set_colors(self, colors: Any) -> None:
+        pass
 
     def snapshot_wire(self, max_bytes: int) -> dict[str, Any]:
         return {"data": bytes(self.data), "cols": self.cols, "rows": self.rows}
@@ -67,7 +70,7 @@ class SyncBackend:
         self.host = EmulatorHost(self._event, self._make)
         self._opening = 0
 
-    def _make(self, cols: int, rows: int, sb: int) -> FakeTerminal:
+    def _make(self, cols: int, rows: int, sb: int, respond: bool = False, colors: Any = None) -> FakeTerminal:
         t = FakeTerminal(cols, rows, sb)
         self.terms[self._opening] = t
         return t
@@ -263,20 +266,25 @@ def test_title_is_published_after_parsing() -> None:
     assert h.feed.title == "x"
 
 
-def test_rebuild_replays_the_window_and_answers_owed_jobs_at_their_offsets() -> None:
+def test_rebuild_replays_the_window_answers_owed_jobs_and_does_not_answer_queries_again() -> None:
     h = Harness()
-    h.out(b"one ")
+    h.out(b"one \x1b?Q ")
+    h.turn()
+    assert h.replies == [b"ANSWER"]
     got: list[Any] = []
     h.feed.snapshot(got.append)
     h.out(b"two ")
     h.later.pop()()  # the snapshot is sent, then the emulator "dies" before answering
     h.backend.host = EmulatorHost(h.backend._event, h.backend._make)
-    h.backend.sent.clear()
-    assert h.feed.rebuild() is True
+    h.feed.rebuild()
     for _ in range(4):
         h.turn()
-    assert got == [{"data": b"one ", "cols": 80, "rows": 24}]
-    assert bytes(h.term.data) == b"one two "
+    assert got == [{"data": b"one \x1b?Q two ", "cols": 80, "rows": 24}]
+    assert bytes(h.term.data) == b"one \x1b?Q two "
+    assert h.replies == [b"ANSWER"], "a query in the replay window was answered again"
+    h.out(b"\x1b?Q")
+    h.turn()
+    assert h.replies == [b"ANSWER", b"ANSWER"]
 
 
 def test_close_answers_what_is_owed_with_an_error() -> None:

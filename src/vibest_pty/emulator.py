@@ -118,7 +118,7 @@ def _scrollback_bytes(scrollback_lines: int, cols: int, rows: int, factor: float
 
     The row estimate is 10 bytes per column plus 64 (pages of 8-byte cells with style/grapheme side tables), plus
     1 MiB for page granularity (pages are evicted whole). The budget starts at BUDGET_START x the estimate and
-    grows (see Emulator._adapt_budget) when evictions leave fewer than `scrollback_lines` rows, up to BUDGET_MAX:
+    grows (see Emulator.adapt_budget) when evictions leave fewer than `scrollback_lines` rows, up to BUDGET_MAX:
     measured at 80x24 with 10k lines after 60k lines of output, plain logs serve all 10k rows at 0.8x (a 2x
     budget filled 17.5 MB), SGR-dense output 8535 at 0.8x and all at 1.0x.
     """
@@ -526,7 +526,7 @@ class Emulator:
             _scrollback_bytes(self.scrollback_lines, self.cols, self.rows, self._budget),
         )
 
-    def _adapt_budget(self) -> None:
+    def adapt_budget(self) -> None:
         """Grow the byte budget when evictions leave fewer history rows than `scrollback_lines` (dense styles,
         graphemes, hyperlinks cost more per row than the estimate): the history shrank while short."""
         if self._budget >= BUDGET_MAX or not self.scrollback_lines:
@@ -550,7 +550,7 @@ class Emulator:
         """Process output bytes (any chunking, splits mid-UTF-8 or mid-escape are fine)."""
         if data:
             _lib.ghostty_terminal_vt_write(self._live(), data, len(data))
-            self._adapt_budget()
+            self.adapt_budget()
 
     def resize(self, cols: int, rows: int) -> None:
         """Resize; the primary screen reflows. The scrollback byte budget follows the width."""

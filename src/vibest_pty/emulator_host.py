@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .feed import Command
+
+if TYPE_CHECKING:
+    from .queries import Colors
 
 log = logging.getLogger("vibest_pty.emulator_host")
 
@@ -32,16 +35,87 @@ class Terminal(Protocol):
 
     def feed(self, data: bytes) -> None: ...
     def resize(self, cols: int, rows: int) -> None: ...
+    def set_colors(self, colors: Any) -> None: ...
     def snapshot_wire(self, max_bytes: int) -> dict[str, Any]: ...
     def text(self, which: str) -> str: ...
     def take_replies(self) -> bytes: ...
     def close(self) -> None: ...
 
 
-def _default_factory(cols: int, rows: int, scrollback_lines: int) -> Terminal:
-    from .emulator import Emulator  # imported at the first session: pyghostty's cffi set-up takes ~0.3 s
+def colors_to_wire(colors: Colors | None) -> Any:
+    """queries.Colors as plain lists (it crosses the pool's socket as msgpack)."""
+    if colors is None:
+        return None
+    return [list(colors.foreground), list(colors.background), None if colors.cursor is None else list(colors.cursor),
+            [[i, list(c)] for i, c in sorted(colors.palette.items())]]
 
-    return Emulator(cols, rows, scrollback_lines)
+
+def colors_from_wire(value: Any) -> Colors | None:
+    from .queries import Colors
+
+    if value is None:
+        return None
+    fg, bg, cur, pal = value
+    return Colors(tuple(fg), tuple(bg), None if cur is None else tuple(cur), {int(i): tuple(c) for i, c in pal})
+
+
+class SessionTerminal:
+    """A session's emulator as the host drives it: with queries="daemon", fed through a Responder (which answers
+    the terminal queries through libghostty's callbacks, see responder.py); else fed the bytes as real terminals
+    would take them (queries.agree)."""
+
+    def __init__(self, cols: int, rows: int, scrollback_lines: int, respond: bool = False, colors: Any = None) -> None:
+        from .emulator import Emulator  # imported at the first session: pyghostty's cffi set-up takes ~0.3 s
+
+        self.emu = Emulator(cols, rows, scrollback_lines)
+        self.responder: Any = None
+        if respond:
+            from .responder import Responder
+
+            self.responder = Responder(self.emu._t, cols, rows, colors_from_wire(colors))
+        self._replies = b""
+
+    @property
+    def title(self) -> str:
+        return self.emu.title
+
+    @property
+    def cwd(self) -> str | None:
+        return self.emu.cwd
+
+    def feed(self, data: bytes) -> None:
+        if self.responder is not None:
+            if replies := self.responder.write(data):  # after vt_write returned: the callbacks only queue
+                self._replies += replies
+            self.emu.adapt_budget()
+        else:
+            from .queries import agree
+
+            self.emu.feed(agree(data))
+
+    def resize(self, cols: int, rows: int) -> None:
+        self.emu.resize(cols, rows)
+        if self.responder is not None:
+            self.responder.resize(cols, rows)
+
+    def set_colors(self, colors: Any) -> None:
+        if self.responder is not None and (c := colors_from_wire(colors)) is not None:
+            self.responder.set_colors(c)
+
+    def snapshot_wire(self, max_bytes: int) -> dict[str, Any]:
+        return self.emu.snapshot_wire(max_bytes)
+
+    def text(self, which: str) -> str:
+        return self.emu.text(which)
+
+    def take_replies(self) -> bytes:
+        out, self._replies = self._replies + self.emu.take_replies(), b""
+        return out
+
+    def close(self) -> None:
+        if self.responder is not None:
+            self.responder.close()
+        self.emu.close()
 
 
 def warm_up() -> None:
@@ -58,7 +132,7 @@ class EmulatorHost:
     def __init__(
         self,
         emit: Callable[[Event], None],
-        factory: Callable[[int, int, int], Terminal] = _default_factory,
+        factory: Callable[..., Terminal] = SessionTerminal,
     ) -> None:
         self._emit = emit
         self._factory = factory
@@ -110,13 +184,13 @@ class EmulatorHost:
             if emu is None:
                 return
             emu.feed(parts[0] if len(parts) == 1 else b"".join(parts))
-            self._emit(("parsed", sid, size, emu.title, emu.cwd))
-            if replies := emu.take_replies():
+            if replies := emu.take_replies():  # before "parsed": the feed mutes replies to re-fed output by offset
                 self._emit(("reply", sid, replies))
+            self._emit(("parsed", sid, size, emu.title, emu.cwd))
         elif op == "open":
             if emu is not None:
                 emu.close()
-            self._emus[sid] = self._factory(cmd[1], cmd[2], cmd[3])
+            self._emus[sid] = self._factory(*cmd[1:])
         elif op == "close":
             if emu is not None:
                 emu.close()
@@ -129,6 +203,9 @@ class EmulatorHost:
                 value: Any
                 if op == "resize":
                     emu.resize(cmd[2], cmd[3])
+                    value = None
+                elif op == "colors":
+                    emu.set_colors(cmd[2])
                     value = None
                 elif op == "snapshot":
                     value = emu.snapshot_wire(cmd[2])

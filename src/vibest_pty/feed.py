@@ -16,8 +16,8 @@ What it keeps here, on the loop:
   fill the emulator's queue); the others wait here, where a resize replaces a resize still waiting (only the latest
   pending size is applied) and a snapshot asked at the offset of one still waiting shares its result.
 - the published `title` and `cwd`, copied from each "parsed" acknowledgement.
-- the history: if the backend loses the emulator (a crashed pool process), `rebuild()` re-sends the replay window and
-  the jobs still owed, each at its own offset, so their answers are exact again as far as the window reaches.
+- recovery: if the backend loses the emulator (a crashed pool process), `rebuild()` opens a new one from the replay
+  window and re-sends the jobs still owed (the session then resyncs its subscribers).
 """
 
 from __future__ import annotations
@@ -44,8 +44,10 @@ MAX_QUEUED_REQUESTS = 16  # snapshot/text requests per session waiting or in fli
 TEXT_WHICH = ("screen", "scrollback", "all")
 
 # Commands (daemon -> emulator), as tuples so they cross a socket as msgpack arrays unchanged:
-#   ("open", cols, rows, scrollback_lines)   ("feed", data)   ("resize", job_id, cols, rows)
-#   ("snapshot", job_id, max_bytes)   ("text", job_id, which)   ("close",)
+#   ("open", cols, rows, scrollback_lines, respond, colors)   ("feed", data)   ("resize", job_id, cols, rows)
+#   ("colors", job_id, colors)   ("snapshot", job_id, max_bytes)   ("text", job_id, which)   ("close",)
+# `respond`: the emulator answers terminal queries (queries="daemon", see queries.py and responder.py); `colors`
+# is queries.Colors as emulator_host.colors_to_wire makes it (or None for the defaults).
 # Every job is answered by a result (a resize by None), which is what frees its MAX_INFLIGHT_JOBS slot.
 # Events (emulator -> daemon), delivered to the Feed's on_* methods:
 #   parsed(nbytes, title, cwd)   result(job_id, value | None, error | None)   reply(bytes to write to the PTY)
@@ -91,6 +93,8 @@ class Feed:
         on_reply: Callable[[bytes], None] = lambda data: None,
         history: Callable[[], tuple[int, bytes]] = lambda: (0, b""),
         snapshot_max_bytes: int = 1 << 62,
+        respond: bool = False,
+        colors: Any = None,
     ) -> None:
         """`schedule(delay, fn)` runs fn later on the loop (delay 0: next turn); `pause(flag)` stops/starts reading
         the PTY for the backlog; `on_reply` gets bytes the emulator answers on the terminal's behalf (queries);
@@ -119,8 +123,14 @@ class Feed:
         self.title = ""
         self.cwd: str | None = None
         self.rebuilds = 0
+        self._respond = respond
+        self._colors = colors
+        self._mute_until = 0  # replies to output before this offset are not written again (see rebuild)
         backend.register(self)
-        backend.send(sid, [("open", cols, rows, scrollback_lines)])
+        backend.send(sid, [self._open_command()])
+
+    def _open_command(self) -> Command:
+        return ("open", self.cols, self.rows, self._scrollback_lines, self._respond, self._colors)
 
     # -- producer side (the session, on the loop) ------------------------------------------------------------------
 
@@ -143,6 +153,14 @@ class Feed:
             last.args, last.offset = (cols, rows), self.offset
         else:
             self._jobs.append(_Job("resize", self.offset, (cols, rows)))
+        self._wake_up(eager=True)
+
+    def set_colors(self, colors: Any) -> None:
+        """The colours queries are answered with from this point of the stream on."""
+        if self.closed:
+            return
+        self._colors = colors
+        self._jobs.append(_Job("colors", self.offset, (colors,)))
         self._wake_up(eager=True)
 
     def snapshot(self, done: Done, *, bounded: bool = True) -> int:
@@ -266,7 +284,8 @@ class Feed:
             self._wake_up(eager=True)
 
     def on_reply(self, data: bytes) -> None:
-        if not self.closed and data:
+        """Sent by the emulator before the "parsed" of the bytes that caused it."""
+        if not self.closed and data and self.parsed >= self._mute_until:
             self._on_reply(data)
 
     def _finish(self, job: _Job, value: Any) -> None:
@@ -280,32 +299,27 @@ class Feed:
 
     # -- recovery ----------------------------------------------------------------------------------------------------
 
-    def rebuild(self) -> bool:
-        """The backend lost this session's emulator: open a new one and re-send the replay window and the jobs
-        still owed, each at its own offset. True when the window reached back to the session's start (the new
-        emulator is then exactly the old one); False when history before the window is lost."""
+    def rebuild(self) -> None:
+        """The backend lost this session's emulator: open a new one, feed it the replay window (`history()`) and
+        send the jobs still owed. Those are answered at the current offset, not at their own (the window is the
+        clients' stream, without the queries kept from them, so offsets inside it are not the feed's): the caller
+        resyncs the session's subscribers. Queries in the window are not answered again."""
         if self.closed:
-            return True
-        start, data = self._history()
-        exact = start == 0
+            return
+        _, data = self._history()
         owed = sorted(self._inflight.values(), key=lambda j: j.jid) + list(self._jobs)
         self._inflight.clear()
-        self._jobs = deque(owed)
-        # The window ends at self.offset: the unsent backlog is its tail, so it is replaced by the whole window.
-        self._backlog.clear()
-        first = max(start, 0)
-        self.sent = self.parsed = first
-        # At the current size: owed resizes are replayed in order and end there too; output before them is
-        # re-parsed at the final size (wrapping may differ from the live terminal's; subscribers are resynced).
-        self._backend.send(self.sid, [("open", self.cols, self.rows, self._scrollback_lines)])
         for job in owed:
-            if job.offset < first:
-                job.offset = first  # before the window: answered at its start (inexact; caller resyncs)
+            job.offset = self.offset
+        self._jobs = deque(owed)
+        self._backlog.clear()
+        self.sent = self.parsed = self.offset - len(data)
+        self._mute_until = self.offset
+        self._backend.send(self.sid, [self._open_command()])
         if data:
             self._backlog.append(data)
         self.rebuilds += 1
         self._pump()
-        return exact
 
     def stats(self) -> dict[str, int]:
         return {"unsent": self.offset - self.sent, "unparsed": self.offset - self.parsed,

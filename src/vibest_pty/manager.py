@@ -78,8 +78,9 @@ class Manager:
         sid = self._next_id
         self._next_id += 1
         session = Session(
-            sid, child, SessionSpec(argv, cwd, opts.cols, opts.rows, opts.name, dict(opts.tags)), self.limits,
-            self.worker, on_exit=self._on_exit, counters=self.counters,
+            sid, child, SessionSpec(argv, cwd, opts.cols, opts.rows, opts.name, dict(opts.tags), queries=opts.queries,
+                                    colors=opts.colors, size_policy=opts.size_policy),
+            self.limits, self.worker, on_exit=self._on_exit, counters=self.counters,
         )
         self.sessions[sid] = session
         self._all_exited.clear()

@@ -22,12 +22,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import protocol
+from .emulator_host import colors_to_wire
 from .feed import Backend, Feed
 from .flow import FlowLimits, Sink, Subscriber
 from .input_queue import InputQueue
 from .protocol import ProtocolError
 from .pty import Child, foreground_pgrp, set_winsize
+from .queries import DEFAULT_COLORS, Colors, Query, QueryFilter, Segment, parse_colors
 from .replay import ReplayWindow
+from .sizing import SizePolicy
 
 log = logging.getLogger("vibest_pty.session")
 
@@ -61,6 +64,11 @@ class SessionSpec:
     rows: int
     name: str = ""
     tags: dict[str, str] | None = None
+    # queries="daemon": the emulator answers terminal queries and clients never see them (see queries.py);
+    # "client": everything passes through untouched and the clients' terminals answer.
+    queries: str = "daemon"
+    colors: Colors | None = None
+    size_policy: str = "latest"
 
 
 _FIONREAD_BUF = array.array("i", [0])  # reused: only the loop thread reads PTYs
@@ -99,12 +107,18 @@ class Session:
         self.limits = limits
         self._loop = asyncio.get_running_loop()
         self._fd = child.master_fd
+        self.queries = spec.queries
+        self.colors = spec.colors or DEFAULT_COLORS
+        self._queries = QueryFilter() if spec.queries == "daemon" else None
+        self.sizing = SizePolicy(spec.size_policy, spec.cols, spec.rows)  # several clients, one size (sizing.py)
         self.replay = ReplayWindow(limits.replay_bytes)
+        self._offset = 0  # output bytes sent to clients so far (queries kept from them are not counted)
         self.feed = Feed(
             sid, spec.cols, spec.rows, limits.scrollback_lines, backend,
             schedule=self._schedule, pause=self._pause_for_emulator, on_reply=self._emulator_reply,
             history=self.replay.window,
             snapshot_max_bytes=max(limits.max_frame - SNAPSHOT_FRAME_MARGIN, 4096),
+            respond=self._queries is not None, colors=colors_to_wire(spec.colors),
         )
         self.subscribers: dict[int, Subscriber] = {}  # by connection id
         self.input = InputQueue(self._fd, limits.input_queue_bytes, want_writable=self._want_writable,
@@ -138,7 +152,7 @@ class Session:
         what coalescing holds first, so that everything before the offset a caller acts on has been delivered."""
         if self._pending:
             self._flush_pending()
-        return self.feed.offset
+        return self._offset
 
     @property
     def title(self) -> str:
@@ -192,9 +206,11 @@ class Session:
             self._flush_pending()
         elif self._pending and self._coalesce is None:
             self._coalesce = self._loop.call_later(COALESCE_S, self._flush_pending)
+        if self._eof and self._queries is not None and self._queries.held:
+            self._deliver_segments(self._queries.flush())
         if self._eof:
             self._stop_reading()
-            if self._reaped:
+            if self._exited:
                 self._finish()
         return got
 
@@ -210,9 +226,27 @@ class Session:
             self._deliver(data)
 
     def _deliver(self, data: bytes) -> None:
-        frame = protocol.encode_output(self.id, self.feed.offset, data)
-        self.replay.append(data)
+        if self._queries is not None:
+            segs = self._queries.feed(data)
+            if len(segs) != 1 or not isinstance(segs[0], bytes):
+                self._deliver_segments(segs)
+                return
         self.feed.output(data)  # may pause our reading for the emulator's backlog
+        self._to_clients(data)
+
+    def _deliver_segments(self, segs: list[Segment]) -> None:
+        """Queries go to the emulator only (it answers them); the rest to both, in order."""
+        emu = b"".join(s.raw if isinstance(s, Query) else s for s in segs)
+        if emu:
+            self.feed.output(emu)
+        client = b"".join(s for s in segs if isinstance(s, bytes))
+        if client:
+            self._to_clients(client)
+
+    def _to_clients(self, data: bytes) -> None:
+        frame = protocol.encode_output(self.id, self._offset, data)
+        self._offset += len(data)
+        self.replay.append(data)
         self._counters.bytes_out += len(data)
         for sub in tuple(self.subscribers.values()):  # a push may close its connection (auto-disconnect)
             sub.push(frame)
@@ -235,7 +269,13 @@ class Session:
             try:
                 self.input.write(data)
             except ProtocolError as exc:
-                log.warning("session %d: emulator reply dropped: %s", self.id, exc.message)
+                log.debug("session %d: reply dropped: %s", self.id, exc)
+
+    def update_colors(self, value: dict[str, Any]) -> None:
+        """The colours queries are answered with: `value` (an attach's `colors`, validated) over the current ones."""
+        self.colors = colors = parse_colors(value, self.colors)
+        if self._queries is not None:
+            self.feed.set_colors(colors_to_wire(colors))
 
     # -- exit --------------------------------------------------------------------------------------------------
 
@@ -399,8 +439,7 @@ class Session:
     def request_snapshot(self, done: SnapshotDone, *, bounded: bool = False) -> int:
         """The terminal state at the current offset (returned); `done` gets the Snapshot map, or the exception,
         on the loop. `bounded` (a client's own request) may raise limit_reached when too many are queued."""
-        self._flush_pending()
-        offset = self.feed.offset
+        offset = self.offset  # the clients' offset; the feed fences its own stream (queries included) here
 
         def finished(st: Any) -> None:
             if isinstance(st, Exception):
