@@ -77,6 +77,7 @@ class Manager:
             scrollback_lines=cfg.scrollback_lines, replay_bytes=cfg.replay_bytes,
             input_queue_bytes=cfg.input_queue_bytes, kill_grace_s=cfg.kill_grace_ms / 1000,
             on_exit=self._on_exit, counters=self.counters, worker=self.worker,
+            queries=opts.queries, colors=opts.colors, size_policy=opts.size_policy,
         )
         self.sessions[sid] = session
         self._all_exited.clear()

@@ -72,6 +72,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.decoder = FrameDecoder(server.config.max_frame)
         self.subs: dict[int, Subscriber] = {}  # by session id
+        self.read_only: set[int] = set()  # sessions this connection is attached to read-only
         self._control: deque[bytes | PendingReply] = deque()
         self._control_bytes = 0
         self._pending_replies = 0
@@ -193,6 +194,7 @@ class Connection(asyncio.Protocol):
         session = self.manager.create(opts)
         if opts.attach:
             self._subscribe(session.id)
+            session.sizing.resize(self.id, opts.cols, opts.rows)  # the creator's size counts (size_policy)
         return {"session": session.info()}
 
     def _attach(self, msg: dict[str, Any]) -> Reply:
@@ -201,12 +203,17 @@ class Connection(asyncio.Protocol):
         since_raw = msg.get("since")
         since = None if since_raw is None else protocol.get_int(msg, "since", hi=2**63 - 1)
         session = self.manager.get(sid)
+        read_only = protocol.get_bool(msg, "read_only", False)
+        if protocol.get_colors(msg) is not None:
+            session.update_colors(msg["colors"])
         rid = self._rid
         # The offset, the subscription and the snapshot request are the same instant: the emulator thread takes
         # the snapshot after exactly the output before `offset`, and the subscriber queues what follows it.
         offset = session.offset
         replay = session.replay_since(since) if since is not None else None
         sub = self._subscribe(sid)
+        if read_only:
+            self.read_only.add(sid)  # input, resize and signal from this connection get `read_only`
         if replay is not None or not (want_snapshot or since is not None) or rid is None:
             result: dict[str, Any] = {"offset": offset, "session": session.info()}
             if replay is not None:
@@ -260,7 +267,10 @@ class Connection(asyncio.Protocol):
         session = self.manager.sessions.get(sid)
         if session is not None:
             session.unsubscribe(self.id)
+            if session.running and (size := session.sizing.leave(self.id)):
+                session.resize(*size)  # a client that left no longer counts (size_policy)
             self.manager.detached(session)
+        self.read_only.discard(sid)
         if sub.in_rotation:
             self._ready.remove(sub)
             sub.in_rotation = False
@@ -275,14 +285,25 @@ class Connection(asyncio.Protocol):
     def _input(self, msg: dict[str, Any]) -> Reply:
         sid = protocol.get_session(msg)
         data = protocol.get_data(msg)
-        self.manager.get(sid).write_input(data)
+        session = self._writable(sid)
+        session.write_input(data)
+        if session.sizing.policy == "latest" and (size := session.sizing.typed(self.id)):
+            session.resize(*size)  # the client typing leads (size_policy latest)
         return {}
+
+    def _writable(self, sid: int) -> Session:
+        if sid in self.read_only:
+            raise ProtocolError(protocol.READ_ONLY, f"attached to session {sid} read-only")
+        return self.manager.get(sid)
 
     def _resize(self, msg: dict[str, Any]) -> Reply:
         sid = protocol.get_session(msg)
         cols = protocol.get_int(msg, "cols", lo=1, hi=protocol.MAX_COLS)
         rows = protocol.get_int(msg, "rows", lo=1, hi=protocol.MAX_ROWS)
-        self.manager.get(sid).resize(cols, rows)
+        session = self._writable(sid)
+        session._require_running()
+        if size := session.sizing.resize(self.id, cols, rows):
+            session.resize(*size)
         return {}
 
     def _kill(self, msg: dict[str, Any]) -> Reply:
@@ -292,7 +313,7 @@ class Connection(asyncio.Protocol):
     def _signal(self, msg: dict[str, Any]) -> Reply:
         sid = protocol.get_session(msg)
         sig = protocol.parse_signal(msg.get("signal"))
-        self.manager.get(sid).send_signal(sig)
+        self._writable(sid).send_signal(sig)
         return {}
 
     def _ack(self, msg: dict[str, Any]) -> Reply:

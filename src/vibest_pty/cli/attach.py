@@ -44,10 +44,16 @@ _ALT_SCREEN_MODES = (1049, 1047, 47)
 # homes the cursor, hence DECSC/DECRC around it), pen and charsets, cursor keys and keypad, every mouse mode,
 # focus events, bracketed paste, synchronized output, insert and newline modes, reverse video, autowrap, the
 # cursor (visible, default shape), kitty keyboard flags and modifyOtherKeys; then pop the title pushed on entry.
+# Also left/right margins (DECSLRM needs ?69 set, then ?69 off; it homes the cursor, hence inside DECSC/DECRC, and
+# right after DECSC: where ?69 is unknown, CSI s is SCOSC, which tmux keeps in DECSC's slot: it saves the same spot),
+# reverse wrap (?45), colour-scheme reports (?2031), in-band resize reports (?2048, which would type CSI 48;..t
+# into the user's shell on every resize) and the colours (OSC 104/110/111/112). Alternate scroll (?1007) is on by
+# default in many terminals, so it is reset only when the session changed it (ModeTracker).
 RESTORE_MODES = (
-    b"\x1b7\x1b[r\x1b8\x1b[0m\x1b(B\x0f\x1b[?1l\x1b>"
-    b"\x1b[?9l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1004l\x1b[?1005l\x1b[?1006l\x1b[?1007l\x1b[?1015l\x1b[?1016l"
+    b"\x1b7\x1b[?69h\x1b[s\x1b[?69l\x1b[r\x1b8\x1b[0m\x1b(B\x0f\x1b[?1l\x1b>"
+    b"\x1b[?9l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1004l\x1b[?1005l\x1b[?1006l\x1b[?1015l\x1b[?1016l"
     b"\x1b[?2004l\x1b[?2026l\x1b[4l\x1b[20l\x1b[?5l\x1b[?7h\x1b[?25h\x1b[0 q\x1b[=0;1u\x1b[>4m"
+    b"\x1b[?45l\x1b[?2031l\x1b[?2048l\x1b]104\x1b\\\x1b]110\x1b\\\x1b]111\x1b\\\x1b]112\x1b\\"
 )
 PUSH_TITLE = b"\x1b[22;0t"
 POP_TITLE = b"\x1b[23;0t"
@@ -61,6 +67,7 @@ class ModeTracker:
     def __init__(self) -> None:
         self.alt: int | None = None  # the alternate-screen mode in effect (1049, 1047 or 47)
         self.origin = False
+        self.alternate_scroll = False  # the session set or reset ?1007
         self._tail = b""
 
     def reset(self) -> None:
@@ -84,6 +91,8 @@ class ModeTracker:
                     self.alt = n if on else None
                 elif n == 6:
                     self.origin = on
+                elif n == 1007:
+                    self.alternate_scroll = True
         i = data.rfind(b"\x1b")
         if i >= 0 and len(data) - i < 32:
             rest = data[i + 1 :]
@@ -96,6 +105,8 @@ class ModeTracker:
             out += f"\x1b[?{self.alt}l".encode()
         if self.origin:
             out += b"\x1b[?6l"
+        if self.alternate_scroll:
+            out += b"\x1b[?1007l"
         return out + RESTORE_MODES
 
 
