@@ -255,11 +255,13 @@ def sessions_json(daemon: Daemon) -> list[dict[str, Any]]:
     return json.loads(r.stdout)  # type: ignore[no-any-return]
 
 
-def test_daemon_not_running() -> None:
-    r = run_cli(None, "ls", socket="/nonexistent/vp/socket")
+def test_no_start_reports_a_missing_daemon_and_starts_none(tmpdir_short: str) -> None:
+    sock = os.path.join(tmpdir_short, "vp", "socket")
+    r = run_cli(None, "--no-start", "ls", socket=sock)
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1
-    assert "daemon not running" in r.stderr and "vibest-pty-daemon" in r.stderr and "./run" in r.stderr
+    assert "daemon not running" in r.stderr and "vibest-pty daemon start" in r.stderr
+    assert not os.path.exists(os.path.dirname(sock))
 
 
 def test_commands(daemon: Daemon, tmp_path: Path) -> None:
@@ -301,14 +303,15 @@ def test_commands(daemon: Daemon, tmp_path: Path) -> None:
     r = cli_main(daemon, "signal", "sh1", "INT")
     assert r.returncode == 0, r.stderr
     r = cli_main(daemon, "signal", "sh1", "NOPE")
-    assert r.returncode == 1 and "signal" in r.stderr and "NOPE" in r.stderr
+    assert r.returncode == 2 and "signal" in r.stderr and "NOPE" in r.stderr
 
     # errors: unknown session, ambiguous name
     for cmd in (["kill", "99"], ["send", "nosuch", "x"], ["snapshot", "42"], ["attach", "x"]):
         r = cli_main(daemon, *cmd)
         assert r.returncode == 1, cmd
         assert r.stderr.count("\n") == 1, r.stderr
-    assert "no session '99'" in cli_main(daemon, "kill", "99").stderr
+    assert "no such session (no session 99)" in cli_main(daemon, "kill", "99").stderr
+    assert "no session 'nosuch'" in cli_main(daemon, "kill", "nosuch").stderr
     cli_main(daemon, "new", "-d", "--name", "sh1", "--", "sh")
     r = cli_main(daemon, "kill", "sh1")
     assert r.returncode == 1 and "2 sessions are named 'sh1'" in r.stderr
@@ -468,7 +471,7 @@ def test_attach_detach_reattach_resize_exit(tmux: Tmux, daemon: Daemon) -> None:
     # detach: the terminal comes back (alternate screen left), the command says why and exits 0
     tmux.keys("C-\\")
     after = tmux.wait("new-rc=0")
-    assert f"[detached from session {sid}]" in after
+    assert f"[detached from session {sid} (demo)]" in after
     assert text not in after and "hello-42" in after  # back on the normal screen
     # ... and restored exactly: termios settings and every mode the app had set
     assert tmux.flags() == CLEAN
@@ -499,7 +502,7 @@ def test_attach_detach_reattach_resize_exit(tmux: Tmux, daemon: Daemon) -> None:
     tmux.wait(lambda s: text not in s and "in42>" in s)
     tmux.type("exit 7")
     out = tmux.wait("attach-rc=7")
-    assert f"[session {sid} exited with code 7]" in out
+    assert f"[session {sid} (demo) exited with code 7]" in out
     assert tmux.flags() == CLEAN
     assert not sessions_json(daemon)[0]["running"]
 
@@ -530,7 +533,7 @@ def test_new_with_command_signal_exit_and_detach_key(tmux: Tmux, daemon: Daemon)
     out = tmux.wait(lambda s: re.search(r"rc5=\d", s) is not None, timeout=10)
     tail = [ln for ln in out.splitlines() if ln.strip()][-3:]
     [sid] = [s["id"] for s in sessions_json(daemon) if s["name"] == "flood"]
-    assert tail[0].endswith(f"[detached from session {sid}]") and tail[1:] == ["rc5=0", "outer$"], tail
+    assert tail[0].endswith(f"[detached from session {sid} (flood)]") and tail[1:] == ["rc5=0", "outer$"], tail
     assert cli_main(daemon, "kill", "flood").returncode == 0
     # the daemon stops under an attached client: it says so and exits 1
     tmux.type(f"clear; vibest-pty new {INNER}; echo \"rc4=$?\"")
@@ -539,3 +542,75 @@ def test_new_with_command_signal_exit_and_detach_key(tmux: Tmux, daemon: Daemon)
     out = tmux.wait(lambda s: re.search(r"rc4=\d", s) is not None)
     assert "rc4=1" in out and "[the daemon is shutting down" in out
     assert tmux.flags() == CLEAN
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Escape injection: nothing a session chose reaches the user's terminal raw
+
+_RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # every control character but the newline
+OSC52 = "\x1b]52;c;cm0gLXJmIH4=\x07"  # "put `rm -rf ~` on the clipboard"
+
+
+def test_escape_shows_c0_del_and_c1_as_hex_and_leaves_text_alone() -> None:
+    assert cli.escape(OSC52) == "\\x1b]52;c;cm0gLXJmIH4=\\x07"
+    assert cli.escape("a\x9b31mb\x7f\x00\n\t") == "a\\x9b31mb\\x7f\\x00\\x0a\\x09"
+    assert cli.escape("naïve ✓ ~/src") == "naïve ✓ ~/src"
+
+
+def test_format_table_escapes_every_session_string() -> None:
+    hostile = _info(name=f"n{OSC52}", cwd=f"/tmp/{OSC52}", command=["sh", "-c", f"echo {OSC52}"],
+                    title=OSC52, cols="80\x1b[2J", pid="1\x9d")
+    out = cli.format_table([hostile], now=1000.0, home="/home/u")
+    assert not _RAW_CONTROL.search(out), repr(out)
+    assert "\\x1b]52" in out
+    stats = cli.format_stats({"queues": [{"session": 1, "connection": 2, "events": 0, "level": OSC52}]})
+    assert not _RAW_CONTROL.search(stats)
+
+
+def test_ls_errors_and_snapshot_print_hostile_names_cwds_and_titles_escaped(
+        daemon: Daemon, tmpdir_short: str) -> None:
+    # A directory whose name holds an OSC 52, and a session that prints an OSC 52 inside a percent-encoded
+    # OSC 7 path (as a `cat` of a file would) and a title with C1 controls.
+    evil_dir = os.path.join(tmpdir_short, f"d{OSC52}")
+    os.mkdir(evil_dir)
+    r = cli_main(daemon, "new", "-d", "--name", f"x{OSC52}", "--cwd", evil_dir, "--", "sh")
+    assert r.returncode == 0, r.stderr
+    osc7 = r"\033]7;file://h/tmp/%%1b]52;c;cm0gLXJmIH4=%%07\007\033]2;t\302\2332J\007"
+    r = cli_main(daemon, "new", "-d", "--name", "osc7", "--", "sh", "-c", f"printf '{osc7}'; exec sleep 60")
+    assert r.returncode == 0, r.stderr
+    sid = int(r.stdout)
+    # The title comes after the OSC 7 in the output: once it is in, the cwd has been seen too.
+    wait_until(lambda: any(s["id"] == sid and s["title"] for s in sessions_json(daemon)), what="the title")
+    r = run_cli(daemon, "ls")  # the installed command, its real stdout
+    assert r.returncode == 0, r.stderr
+    assert not _RAW_CONTROL.search(r.stdout), repr(r.stdout)
+    assert "x\\x1b]52;c;" in r.stdout  # the name, shown escaped
+    # --json escapes controls as \u001b (and C1 as \u009b)
+    assert not _RAW_CONTROL.search(run_cli(daemon, "ls", "--json").stdout)
+    # errors quote what they were given
+    for argv in (["kill", f"no{OSC52}"], ["new", "-d", "--cwd", f"/nonexistent/{OSC52}", "--", "sh"]):
+        r = cli_main(daemon, *argv)
+        assert r.returncode in (1, 2) and not _RAW_CONTROL.search(r.stderr[:-1]), repr(r.stderr)
+        assert "\\x1b]52" in r.stderr
+    snap = cli_main(daemon, "snapshot", str(sid))
+    assert snap.returncode == 0 and not _RAW_CONTROL.search(snap.stdout)
+
+
+def test_prune_removes_exited_records_only(daemon: Daemon) -> None:
+    live = int(cli_main(daemon, "new", "-d", "--", "sh").stdout)
+    done = [int(cli_main(daemon, "new", "-d", "--", "true").stdout) for _ in range(2)]
+    wait_until(lambda: all(not s["running"] for s in sessions_json(daemon) if s["id"] in done), what="exits")
+    r = cli_main(daemon, "prune", "--json")
+    assert r.returncode == 0, r.stderr
+    assert sorted(json.loads(r.stdout)) == done
+    assert [s["id"] for s in sessions_json(daemon)] == [live]
+    r = cli_main(daemon, "prune")
+    assert r.returncode == 0 and "no exited sessions" in r.stderr
+
+
+@pytest.mark.parametrize("argv", [["signal", "1", "FOO"], ["signal", "1", "999"], ["attach", "1", "--timeout", "x"],
+                                  ["daemon", "restart"], ["new", "-d", "--cwd", "/nonexistent", "--", "sh"]])
+def test_bad_arguments_exit_2_everywhere(daemon: Daemon, argv: list[str]) -> None:
+    r = cli_main(daemon, *argv)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.count("\n") == 1, r.stderr

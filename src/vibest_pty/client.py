@@ -4,8 +4,12 @@ callbacks. Used by the `vibest-pty` command, the benchmarks and the test suites.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import itertools
+import os
+import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +17,8 @@ from typing import Any
 from . import protocol
 from .config import default_socket_path
 from .protocol import FrameDecoder, Malformed
+
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 class PtyError(Exception):
@@ -28,6 +34,22 @@ class PtyError(Exception):
 class ConnectionClosed(PtyError):
     def __init__(self, message: str = "connection closed") -> None:
         super().__init__("closed", message)
+
+
+class UntrustedServer(PermissionError):
+    """The process listening on the socket runs as another user (not us, not root): whoever created the socket
+    would read every keystroke sent to it, so the client refuses to talk to it (docs/security.md)."""
+
+
+def check_peer(sock: socket.socket, path: str, expected_uid: int | None = None) -> tuple[int, int]:
+    """The server's (pid, uid) from SO_PEERCRED; raises UntrustedServer unless the uid is ours or root's."""
+    uid_ok = os.getuid() if expected_uid is None else expected_uid
+    pid, uid, _gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+    if uid not in (uid_ok, 0):
+        raise UntrustedServer(
+            f"refusing the server on {path}: it runs as uid {uid} (pid {pid}), not as uid {uid_ok} or root; "
+            "another user may have created the socket to read what is typed into it")
+    return pid, uid
 
 
 class Client:
@@ -52,6 +74,8 @@ class Client:
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(max_events or 0)
         self.closed = asyncio.Event()
         self.close_reason: str | None = None
+        self.server_pid = 0  # from SO_PEERCRED at connect
+        self.server_version = ""  # from hello
         self._task = asyncio.get_running_loop().create_task(self._read_loop())
 
     # -- plumbing -----------------------------------------------------------------------------------------------
@@ -124,9 +148,6 @@ class Client:
             raise ConnectionClosed(self.close_reason or "connection closed")
         self._writer.write(protocol.encode(message))
 
-    def send_raw(self, data: bytes) -> None:
-        self._writer.write(data)
-
     async def request(self, type: str, **fields: Any) -> dict[str, Any]:
         """Send a request with a fresh id and wait for its ok (returned) or error (raised as PtyError)."""
         rid = next(self._ids)
@@ -171,7 +192,9 @@ class Client:
     # -- the API ------------------------------------------------------------------------------------------------
 
     async def hello(self, client: str = "vibest_pty.client") -> dict[str, Any]:
-        return await self.request("hello", protocol=protocol.PROTOCOL_VERSION, client=client)
+        reply = await self.request("hello", protocol=protocol.PROTOCOL_VERSION, client=client)
+        self.server_version = str(reply.get("version", ""))
+        return reply
 
     async def create(self, **options: Any) -> dict[str, Any]:
         """Create a session; returns its SessionInfo. Options: shell, args, cwd, env, cols, rows, name, tags,
@@ -213,6 +236,10 @@ class Client:
     async def stats(self) -> dict[str, Any]:
         return await self.request("stats")
 
+    async def prune(self) -> builtins.list[int]:
+        """Remove the records of every exited session; returns their ids."""
+        return (await self.request("prune"))["removed"]  # type: ignore[no-any-return]
+
 
 async def connect(
     socket_path: str | None = None, *, hello: bool = True, max_frame: int = protocol.DEFAULT_MAX_FRAME,
@@ -222,7 +249,13 @@ async def connect(
     path = socket_path or default_socket_path()
     # A small limit: the StreamReader pauses the socket past 2x this, so a full event queue reaches the daemon.
     reader, writer = await asyncio.open_unix_connection(path, limit=65536)
+    try:
+        pid, _uid = check_peer(writer.get_extra_info("socket"), path)
+    except BaseException:
+        writer.close()
+        raise
     client = Client(reader, writer, max_frame, max_events)
+    client.server_pid = pid
     if hello:
         await client.hello()
     return client

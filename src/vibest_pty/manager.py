@@ -93,6 +93,13 @@ class Manager:
         self._exited.pop(sid, None)
         self._drop(sid)
 
+    def prune(self) -> list[int]:
+        """Forget every exited session; returns their ids, oldest exit first."""
+        removed = list(self._exited)
+        for sid in removed:
+            self.remove(sid)
+        return removed
+
     def _drop(self, sid: int) -> None:
         s = self.sessions.pop(sid, None)
         if s is not None:

@@ -170,7 +170,8 @@ def decode_all(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> list[dict[str
 # Request validation: turns a decoded map into typed fields or a ProtocolError with the right code.
 
 REQUEST_TYPES: Final = frozenset(
-    {"hello", "create", "attach", "detach", "input", "resize", "kill", "signal", "ack", "list", "snapshot", "stats"}
+    {"hello", "create", "attach", "detach", "input", "resize", "kill", "signal", "ack", "list", "snapshot", "stats",
+     "prune"}
 )
 
 

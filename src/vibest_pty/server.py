@@ -31,7 +31,7 @@ from .worker import EmulatorWorker
 
 log = logging.getLogger("vibest_pty.server")
 
-FEATURES = ["snapshot", "replay", "resync", "signal-names", "tags"]
+FEATURES = ["snapshot", "replay", "resync", "signal-names", "tags", "prune"]
 WRITE_HIGH = 64 * 1024  # the transport's own buffer stays this small; the rest waits in our fair queues
 WRITE_LOW = 16 * 1024
 CLOSE_TIMEOUT_S = 5.0
@@ -284,6 +284,9 @@ class Connection(asyncio.Protocol):
     def _stats(self, msg: dict[str, Any]) -> Reply:
         return self.server.stats()
 
+    def _prune(self, msg: dict[str, Any]) -> Reply:
+        return {"removed": self.manager.prune()}
+
     # -- writer (flow.Sink) -------------------------------------------------------------------------------------
 
     def send_control(self, message: dict[str, Any]) -> None:
@@ -379,6 +382,7 @@ _HANDLERS: dict[str, Callable[[Connection, dict[str, Any]], Reply]] = {
     "list": Connection._list,
     "snapshot": Connection._snapshot,
     "stats": Connection._stats,
+    "prune": Connection._prune,
 }
 assert set(_HANDLERS) == protocol.REQUEST_TYPES
 

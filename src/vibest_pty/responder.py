@@ -1,0 +1,275 @@
+"""The session's emulator answering terminal queries, so every query has exactly one answer (see `queries`).
+
+A `Responder` wraps one libghostty-vt terminal handle: it sets the terminal's default colours and registers the
+effect callbacks (`ffi.callback` objects kept on the Responder, which must outlive the terminal's use of them):
+
+- WRITE_PTY: everything libghostty answers by itself: CPR (`CSI 6 n`, origin mode respected), DSR (`CSI 5 n`),
+  DECRQM, DECRQSS, OSC 10/11/12/4 colour queries, kitty keyboard flags (`CSI ? u`), and the reports the callbacks
+  below feed;
+- DEVICE_ATTRIBUTES: DA1 `CSI ? 62 ; 22 c` (VT220, ANSI colour), DA2 `CSI > 1 ; 10 ; 0 c`, DA3;
+- XTVERSION: `DCS > | vibest-pty <version> ST`;
+- SIZE: `CSI 14/16/18 t` and mode 2048 reports from the session's size, cells of CELL_W x CELL_H pixels (the PTY's
+  own pixel size is unknown: clients do not send it);
+- COLOR_SCHEME: `CSI ? 997 ; 1|2 n`, dark when the background's luminance is under one half.
+
+What libghostty does not answer is answered here, in stream order: DECXCPR (`CSI ? 6 n`: the CPR with a `?`) and
+XTGETTCAP (`DCS + q` names: TN, Co/colors, RGB known; `DCS 0 + r name ST` for any other).
+
+Callbacks run inside `ghostty_terminal_vt_write` and must not re-enter it: they only append to a list, and
+`write()` returns the replies after the write. `write()` also applies two agreements with real terminals: DEL
+(0x7F) is dropped (it would take a cell), and DECCOLM (`CSI ? 3 h/l`) is dropped from DEC private mode sequences
+(the emulator's size only follows the session's, as with xterm's default allowColumnMode: false).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyghostty._ffi import ffi as _ffi
+from pyghostty._ffi import lib as _lib
+
+from . import __version__
+
+CELL_W, CELL_H = 8, 16  # pixels per cell reported by CSI 14/16 t (and passed to ghostty_terminal_resize)
+TERM_NAME = "xterm-256color"
+XTVERSION = f"vibest-pty {__version__}"
+
+RGB = tuple[int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Colors:
+    """A session's colours, as OSC 10/11/12/4 report them (programs such as vim pick light/dark from them)."""
+
+    foreground: RGB = (0xD0, 0xD0, 0xD0)
+    background: RGB = (0x00, 0x00, 0x00)
+    cursor: RGB | None = None  # None: the foreground
+    palette: dict[int, RGB] = field(default_factory=dict)  # overrides of the 256-colour palette
+
+    @property
+    def dark(self) -> bool:
+        r, g, b = self.background
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b < 128
+
+
+DEFAULT_COLORS = Colors()
+_HEX = re.compile(r"#([0-9a-fA-F]{6})|#([0-9a-fA-F]{3})|rgb:([0-9a-fA-F]{1,4})/([0-9a-fA-F]{1,4})/([0-9a-fA-F]{1,4})")
+
+
+def parse_color(value: object) -> RGB:
+    """`#rrggbb`, `#rgb` or X11 `rgb:r/g/b` (1-4 hex digits each) to 8-bit RGB; ValueError otherwise."""
+    m = _HEX.fullmatch(value) if isinstance(value, str) else None
+    if m is None:
+        raise ValueError(f"colour must be '#rrggbb', '#rgb' or 'rgb:r/g/b', not {value!r}")
+    if m.group(1):
+        h = m.group(1)
+        return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+    if m.group(2):
+        h = m.group(2)
+        return int(h[0] * 2, 16), int(h[1] * 2, 16), int(h[2] * 2, 16)
+    r, g, b = (int(p, 16) * 255 // (16 ** len(p) - 1) for p in m.group(3, 4, 5))
+    return r, g, b
+
+
+def parse_colors(value: object, base: Colors = DEFAULT_COLORS) -> Colors:
+    """The `colors` option {foreground, background, cursor, palette: [colour, ...] or {index: colour}}; missing
+    keys keep `base`. ValueError names what is wrong."""
+    if not isinstance(value, dict):
+        raise ValueError("colors must be a map")
+    unknown = set(value) - {"foreground", "background", "cursor", "palette"}
+    if unknown:
+        raise ValueError(f"colors: unknown keys {sorted(map(str, unknown))}")
+    fg = parse_color(value["foreground"]) if "foreground" in value else base.foreground
+    bg = parse_color(value["background"]) if "background" in value else base.background
+    cur = parse_color(value["cursor"]) if value.get("cursor") is not None else base.cursor
+    palette = dict(base.palette)
+    pal = value.get("palette")
+    if pal is not None:
+        items: list[tuple[Any, Any]]
+        if isinstance(pal, list):
+            items = list(enumerate(pal))
+        elif isinstance(pal, dict):
+            items = list(pal.items())
+        else:
+            raise ValueError("colors.palette must be a list or a map of index to colour")
+        for k, v in items:
+            i = int(k) if isinstance(k, (int, str)) and str(k).isdigit() else -1
+            if not 0 <= i < 256:
+                raise ValueError(f"colors.palette: bad index {k!r}")
+            palette[i] = parse_color(v)
+    return Colors(fg, bg, cur, palette)
+
+
+# XTGETTCAP: capability name -> value (None: a boolean capability).
+_CAPS: dict[str, str | None] = {"TN": TERM_NAME, "name": TERM_NAME, "Co": "256", "colors": "256", "RGB": "8/8/8"}
+_DECXCPR = re.compile(rb"\x1b\[\?6n")
+_XTGETTCAP = re.compile(rb"\x1bP\+q([0-9A-Fa-f;]*)\x1b\\")
+_OURS = re.compile(rb"\x1b(?:\[\?6n|P\+q[0-9A-Fa-f;]*\x1b\\)")
+_CPR_REPLY = re.compile(rb"\x1b\[(\d+;\d+)R")
+_DECSET = re.compile(rb"\x1b\[\?([\d;]*)([hl])")
+_DECCOLM = re.compile(rb"\x1b\[\?(?:[\d;]*;)?0*3(?:;|[hl])")
+
+
+def xtgettcap_reply(names_hex: bytes) -> bytes:
+    """One `DCS 1 + r name=value ST` (or `DCS 0 + r name ST` for one we do not know) per requested name."""
+    out = bytearray()
+    for h in names_hex.split(b";"):
+        try:
+            name = bytes.fromhex(h.decode()).decode()
+        except ValueError:
+            name = None
+        if name is None or name not in _CAPS:
+            out += b"\x1bP0+r" + h + b"\x1b\\"
+            continue
+        v = _CAPS[name]
+        out += b"\x1bP1+r" + h
+        if v is not None:
+            out += b"=" + v.encode().hex().encode()
+        out += b"\x1b\\"
+    return bytes(out)
+
+
+def _drop_deccolm(m: re.Match[bytes]) -> bytes:
+    params = [p for p in m.group(1).split(b";") if p.lstrip(b"0") != b"3"]
+    return b"\x1b[?" + b";".join(params) + m.group(2) if params else b""
+
+
+def agree(data: bytes) -> bytes:
+    """The bytes the emulator should see for `data`: DEL dropped, DECCOLM dropped (see the module doc)."""
+    if b"\x7f" in data:
+        data = data.replace(b"\x7f", b"")
+    if b"\x1b[?" in data and _DECCOLM.search(data):
+        data = _DECSET.sub(lambda m: _drop_deccolm(m) if _DECCOLM.match(m.group(0)) else m.group(0), data)
+    return data
+
+
+class Responder:
+    """Answers the queries of one terminal handle (see the module doc). One thread, like the terminal."""
+
+    def __init__(self, term: Any, cols: int, rows: int, colors: Colors = DEFAULT_COLORS) -> None:
+        self._t = term
+        self.cols, self.rows = cols, rows
+        self.colors = colors
+        self._replies: list[bytes] = []
+        self._version = _ffi.new("char[]", XTVERSION.encode())
+        self._version_len = len(XTVERSION.encode())
+        replies = self._replies
+
+        def write_pty(_t: Any, _ud: Any, data: Any, n: int) -> None:
+            replies.append(bytes(_ffi.buffer(data, n)))
+
+        def device_attributes(_t: Any, _ud: Any, a: Any) -> bool:
+            a.primary.conformance_level = 62
+            a.primary.features[0] = 22
+            a.primary.num_features = 1
+            a.secondary.device_type = 1
+            a.secondary.firmware_version = 10
+            a.secondary.rom_cartridge = 0
+            a.tertiary.unit_id = 0
+            return True
+
+        def xtversion(_t: Any, _ud: Any) -> Any:
+            s = _ffi.new("GhosttyString*")
+            s.ptr = _ffi.cast("const uint8_t*", self._version)
+            s.len = self._version_len
+            return s[0]
+
+        def size(_t: Any, _ud: Any, s: Any) -> bool:
+            s.rows, s.columns, s.cell_width, s.cell_height = self.rows, self.cols, CELL_W, CELL_H
+            return True
+
+        def color_scheme(_t: Any, _ud: Any, out: Any) -> bool:
+            out[0] = _lib.GHOSTTY_COLOR_SCHEME_DARK if self.colors.dark else _lib.GHOSTTY_COLOR_SCHEME_LIGHT
+            return True
+
+        self._callbacks: list[Any] = []  # kept alive while the terminal may call them (see the module doc)
+        for opt, sig, fn in (
+            (_lib.GHOSTTY_TERMINAL_OPT_WRITE_PTY, "void(GhosttyTerminal, void*, const uint8_t*, size_t)", write_pty),
+            (_lib.GHOSTTY_TERMINAL_OPT_DEVICE_ATTRIBUTES, "bool(GhosttyTerminal, void*, GhosttyDeviceAttributes*)", device_attributes),
+            (_lib.GHOSTTY_TERMINAL_OPT_XTVERSION, "GhosttyString(GhosttyTerminal, void*)", xtversion),
+            (_lib.GHOSTTY_TERMINAL_OPT_SIZE, "bool(GhosttyTerminal, void*, GhosttySizeReportSize*)", size),
+            (_lib.GHOSTTY_TERMINAL_OPT_COLOR_SCHEME, "bool(GhosttyTerminal, void*, GhosttyColorScheme*)", color_scheme),
+        ):
+            cb = _ffi.callback(sig, fn)
+            self._callbacks.append(cb)
+            _set(term, opt, cb)
+        self.set_colors(colors)
+
+    def set_colors(self, colors: Colors) -> None:
+        """The default colours (what a program's OSC overrides fall back to, and OSC 110/111/112 restore)."""
+        self.colors = colors
+        t = self._t
+        for opt, rgb in (
+            (_lib.GHOSTTY_TERMINAL_OPT_COLOR_FOREGROUND, colors.foreground),
+            (_lib.GHOSTTY_TERMINAL_OPT_COLOR_BACKGROUND, colors.background),
+            (_lib.GHOSTTY_TERMINAL_OPT_COLOR_CURSOR, colors.cursor or colors.foreground),
+        ):
+            c = _ffi.new("GhosttyColorRgb*")
+            c.r, c.g, c.b = rgb
+            _set(t, opt, c)
+        if colors.palette:
+            pal = _ffi.new("GhosttyColorRgb[256]")
+            _check(_lib.ghostty_terminal_get(t, _lib.GHOSTTY_TERMINAL_DATA_COLOR_PALETTE_DEFAULT, pal), "palette")
+            for i, (r, g, b) in colors.palette.items():
+                pal[i].r, pal[i].g, pal[i].b = r, g, b
+            _set(t, _lib.GHOSTTY_TERMINAL_OPT_COLOR_PALETTE, pal)
+
+    def resize(self, cols: int, rows: int) -> None:
+        self.cols, self.rows = cols, rows
+
+    def write(self, data: bytes) -> bytes:
+        """Feed `data` to the terminal; the replies its queries got, in order (b"" for none)."""
+        data = agree(data)
+        t = self._t
+        if b"\x1b" in data and (b"\x1b[?6n" in data or b"\x1bP+q" in data):
+            pos = 0
+            for m in _OURS.finditer(data):
+                if m.start() > pos:
+                    _write(t, data[pos : m.start()])
+                pos = m.end()
+                q = m.group(0)
+                if _DECXCPR.fullmatch(q):
+                    mark = len(self._replies)
+                    _write(t, b"\x1b[6n")  # libghostty's CPR (origin mode respected), re-shaped as DECXCPR
+                    cpr = b"".join(self._replies[mark:])
+                    del self._replies[mark:]
+                    if r := _CPR_REPLY.fullmatch(cpr):
+                        self._replies.append(b"\x1b[?" + r.group(1) + b"R")
+                elif x := _XTGETTCAP.fullmatch(q):
+                    self._replies.append(xtgettcap_reply(x.group(1)))
+            data = data[pos:]
+        if data:
+            _write(t, data)
+        if not self._replies:
+            return b""
+        out = b"".join(self._replies)
+        self._replies.clear()
+        return out
+
+    def close(self) -> None:
+        """Unregister the callbacks (call before the terminal is freed if the Responder may be dropped first)."""
+        if self._t is not None:
+            for opt in (
+                _lib.GHOSTTY_TERMINAL_OPT_WRITE_PTY,
+                _lib.GHOSTTY_TERMINAL_OPT_DEVICE_ATTRIBUTES,
+                _lib.GHOSTTY_TERMINAL_OPT_XTVERSION,
+                _lib.GHOSTTY_TERMINAL_OPT_SIZE,
+                _lib.GHOSTTY_TERMINAL_OPT_COLOR_SCHEME,
+            ):
+                _lib.ghostty_terminal_set(self._t, opt, _ffi.NULL)
+            self._t = None
+
+
+def _write(t: Any, data: bytes) -> None:
+    _lib.ghostty_terminal_vt_write(t, data, len(data))
+
+
+def _set(t: Any, opt: int, value: Any) -> None:
+    _check(_lib.ghostty_terminal_set(t, opt, value), f"terminal_set {opt}")
+
+
+def _check(res: int, what: str) -> None:
+    if res != 0:
+        raise RuntimeError(f"{what} failed: {res}")
