@@ -295,9 +295,8 @@ class Connection(asyncio.Protocol):
             self._schedule()
 
     def subscriber_ready(self, sub: Subscriber) -> None:
-        if self.subs.get(sub.session_id) is sub:
-            self.outbox.ready(sub)
-            self._schedule()
+        self.outbox.ready(sub)  # an unsubscribed Subscriber is closed and never asks (flow.Subscriber.close)
+        self._schedule()
 
     def overflowed(self, sub: Subscriber) -> None:
         log.info("connection %d: queue of session %d full, disconnecting", self.id, sub.session_id)
