@@ -4,12 +4,15 @@ capture-pane, always polled against a deadline rather than slept on)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +23,7 @@ from typing import Any
 import pytest
 
 from vibest_pty import cli
+from vibest_pty.cli import daemon as cli_daemon
 
 from .conftest import Daemon
 
@@ -170,13 +174,19 @@ def test_snapshot_text_renders_through_the_emulator() -> None:
 
 
 class _FakeClient:
+    def __init__(self) -> None:
+        self.resyncs: list[int] = []
+
     def on(self, event: str, fn: Callable[[dict[str, Any]], None]) -> None:
         pass
 
+    async def resync(self, sid: int) -> None:
+        self.resyncs.append(sid)
 
-async def test_attachment_offsets_resync_exit() -> None:
-    """Output already in the painted snapshot is skipped or trimmed; resync repaints (leaving the alternate
-    screen the old picture was on); a signal exit becomes 128 + signal."""
+
+async def test_attachment_paints_output_repaints_on_resync_and_exits_with_the_signal() -> None:
+    """Output is written as the client delivers it (the client trims it, tests/test_client.py); a resync
+    repaints (leaving the alternate screen the old picture was on); a signal exit becomes 128 + signal."""
     r, w = os.pipe()
     try:
         att = cli.Attachment(_FakeClient(), 0x1C, in_fd=-1, out_fd=w)  # type: ignore[arg-type]
@@ -184,13 +194,11 @@ async def test_attachment_offsets_resync_exit() -> None:
         att._paint({"data": b"SNAP\x1b[?1049h", "offset": 10, "modes": {}})
         att._ready = True
         for ev in [
-            {"type": "output", "session": 5, "offset": 4, "data": b"old"},  # before the snapshot
-            {"type": "output", "session": 5, "offset": 8, "data": b"xxNEW"},  # straddles it
+            {"type": "output", "session": 5, "offset": 10, "data": b"NEW"},
             {"type": "output", "session": 6, "offset": 13, "data": b"other"},  # another session
             {"type": "output", "session": 5, "offset": 13, "data": b"\x1b[?100"},
             {"type": "output", "session": 5, "offset": 21, "data": b"2h"},
             {"type": "resync", "session": 5, "snapshot": {"data": b"FRESH", "offset": 100}},
-            {"type": "output", "session": 5, "offset": 90, "data": b"late"},
             {"type": "output", "session": 5, "offset": 100, "data": b"!"},
             {"type": "exit", "session": 5, "code": None, "signal": 15},
         ]:
@@ -202,8 +210,29 @@ async def test_attachment_offsets_resync_exit() -> None:
         os.close(w)
     assert out.index(b"SNAP") < out.index(b"NEW") < out.index(b"\x1b[?1049l") < out.index(b"FRESH")
     assert out.endswith(b"FRESH!")
-    assert b"old" not in out and b"xx" not in out and b"other" not in out and b"late" not in out
+    assert b"other" not in out
     assert _state(att.modes) == (None, False)
+
+
+async def test_attachment_far_behind_asks_the_client_for_a_resync_and_drops_output_until_it_comes() -> None:
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    fake = _FakeClient()
+    try:
+        att = cli.Attachment(fake, 0x1C, in_fd=-1, out_fd=w)  # type: ignore[arg-type]
+        att.sid = 5
+        att._ready = True
+        chunk = b"y" * 65536
+        for i in range(80):  # 5 MiB into a pipe nobody reads: past the 4 MiB backlog bound
+            att._on_event({"type": "output", "session": 5, "offset": i * len(chunk), "data": chunk})
+        await asyncio.sleep(0)
+        assert fake.resyncs == [5] and att._repainting
+        att._on_event({"type": "resync", "session": 5, "snapshot": {"data": b"FRESH", "offset": 1 << 23}})
+        assert not att._repainting
+        att._writer.close()
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -594,6 +623,10 @@ def test_ls_errors_and_snapshot_print_hostile_names_cwds_and_titles_escaped(
         assert "\\x1b]52" in r.stderr
     snap = cli_main(daemon, "snapshot", str(sid))
     assert snap.returncode == 0 and not _RAW_CONTROL.search(snap.stdout)
+    # The daemon itself: an OSC 7 path with control characters is not taken as the cwd, and the title loses
+    # its C1 controls (U+009B here, which some terminals read as CSI).
+    [osc] = [s for s in sessions_json(daemon) if s["id"] == sid]
+    assert not osc["cwd"].startswith("/tmp/\x1b") and osc["title"] == "t2J", osc
 
 
 def test_prune_removes_exited_records_only(daemon: Daemon) -> None:
@@ -614,3 +647,155 @@ def test_bad_arguments_exit_2_everywhere(daemon: Daemon, argv: list[str]) -> Non
     r = cli_main(daemon, *argv)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert r.stderr.count("\n") == 1, r.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The daemon on demand: started by the first command that needs it, stopped by `daemon stop`
+
+
+def _lock_pid(sock: str) -> int:
+    try:
+        return int(Path(sock + ".lock").read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def test_a_command_starts_the_daemon_in_the_background_and_daemon_stop_ends_it(tmpdir_short: str) -> None:
+    sock = os.path.join(tmpdir_short, "auto", "socket")
+    try:
+        r = run_cli(None, "daemon", "status", socket=sock)
+        assert r.returncode == 1 and "not running" in r.stdout
+        r = run_cli(None, "new", "-d", "--", "sh", socket=sock, timeout=60)  # no daemon yet: one is started
+        assert r.returncode == 0, r.stderr
+        sid = int(r.stdout)
+        pid = _lock_pid(sock)
+        assert pid > 0 and os.path.exists(os.path.join(tmpdir_short, "auto", "daemon.log"))
+        # it outlives the command that started it, in its own session (no terminal to hang it up)
+        assert os.getsid(pid) == pid
+        r = run_cli(None, "ls", "--json", socket=sock)
+        assert r.returncode == 0 and [s["id"] for s in json.loads(r.stdout)] == [sid]
+        r = run_cli(None, "daemon", "status", socket=sock)
+        assert r.returncode == 0 and f"pid {pid}" in r.stdout and "1 sessions (1 running)" in r.stdout
+        r = run_cli(None, "daemon", "start", socket=sock)
+        assert r.returncode == 0 and "already running" in r.stdout and _lock_pid(sock) == pid
+        r = run_cli(None, "daemon", "stop", socket=sock, timeout=60)
+        assert r.returncode == 0 and f"stopped the daemon (pid {pid})" in r.stdout, r.stderr
+        assert not os.path.exists(sock)
+        assert cli_daemon._gone(pid)  # no such process, or a zombie whose reaper (not us) has yet to run
+        r = run_cli(None, "daemon", "stop", socket=sock)
+        assert r.returncode == 0 and "not running" in r.stdout
+        r = run_cli(None, "daemon", "start", socket=sock, timeout=60)
+        assert r.returncode == 0 and "started the daemon" in r.stdout, r.stderr
+    finally:
+        run_cli(None, "daemon", "stop", socket=sock, timeout=60)
+        pid = _lock_pid(sock)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_daemon_that_cannot_start_is_reported_with_its_log(tmpdir_short: str) -> None:
+    parent = os.path.join(tmpdir_short, "open")
+    os.mkdir(parent)
+    os.chmod(parent, 0o777)  # the daemon refuses a socket directory others can write to
+    r = run_cli(None, "ls", socket=os.path.join(parent, "socket"), timeout=60)
+    assert r.returncode == 1
+    assert "exited with status" in r.stderr and "writable by group or others" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# attach while the daemon is slow to answer: keys stay live, and it gives up by itself
+
+SILENT_SERVER = """
+import asyncio, os, sys
+from vibest_pty import protocol
+
+async def serve(reader, writer):
+    dec = protocol.FrameDecoder()
+    while data := await reader.read(65536):
+        dec.feed(data)
+        for m in dec.messages():
+            if m.get("type") == "hello":  # answers hello, and never the attach (a snapshot that takes forever)
+                writer.write(protocol.encode(protocol.ok(m["id"], protocol=1, version="0", pid=os.getpid(),
+                                                          features=[])))
+
+async def main():
+    server = await asyncio.start_unix_server(serve, sys.argv[1])
+    print("listening", flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def test_attach_waiting_for_a_silent_daemon_gives_up_on_the_detach_key_ctrl_c_or_its_timeout(
+        tmux: Tmux, tmpdir_short: str) -> None:
+    sock = os.path.join(tmpdir_short, "silent.sock")
+    proc = subprocess.Popen([sys.executable, "-c", SILENT_SERVER, sock], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"listening\n"
+        for n, key in enumerate(["C-\\", "C-c"]):
+            t0 = time.monotonic()
+            tmux.type(f"clear; vibest-pty --socket {sock} attach 1; echo \"rc{n}=$?\"")
+            time.sleep(0.5)
+            tmux.keys(key)
+            out = tmux.wait(lambda s, n=n: re.search(rf"rc{n}=\d", s) is not None)
+            assert f"rc{n}=1" in out and "[gave up waiting for the daemon to attach session 1]" in out, out
+            assert time.monotonic() - t0 < 10  # not the 30 s timeout
+            assert tmux.flags() == CLEAN
+        tmux.type(f"clear; vibest-pty --socket {sock} attach 1 --timeout 1.5; echo \"rc2=$?\"")
+        out = tmux.wait(lambda s: re.search(r"rc2=\d", s) is not None, timeout=20)
+        assert "rc2=1" in out and "did not answer within 1.5 s" in out, out
+        assert tmux.flags() == CLEAN
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+LIST_FAILS_SERVER = """
+import asyncio, os, sys
+from vibest_pty import protocol
+
+async def serve(reader, writer):
+    dec = protocol.FrameDecoder()
+    while data := await reader.read(65536):
+        dec.feed(data)
+        for m in dec.messages():
+            t, rid = m.get("type"), m.get("id")
+            with open(sys.argv[1] + ".log", "a") as f:
+                f.write(f"{t} {m.get('session')}\\n")
+            if t == "list":  # as with huge tags: the list reply cannot be built
+                reply = protocol.error(rid, "limit_reached", "the reply would exceed the frame limit", t)
+            elif t == "hello":
+                reply = protocol.ok(rid, protocol=1, version="0", pid=os.getpid(), features=[])
+            else:
+                reply = protocol.ok(rid)
+            if rid is not None:
+                writer.write(protocol.encode(reply))
+
+async def main():
+    server = await asyncio.start_unix_server(serve, sys.argv[1])
+    print("listening", flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def test_kill_signal_and_send_by_id_do_not_need_the_session_list(tmpdir_short: str) -> None:
+    sock = os.path.join(tmpdir_short, "nolist.sock")
+    proc = subprocess.Popen([sys.executable, "-c", LIST_FAILS_SERVER, sock], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"listening\n"
+        fake = Daemon(tmpdir_short)
+        fake.socket = sock
+        for argv in (["kill", "3"], ["signal", "3", "INT"], ["send", "3", "x"]):
+            r = cli_main(fake, *argv)
+            assert r.returncode == 0, (argv, r.stderr)
+        requests = Path(sock + ".log").read_text().split("\n")
+        assert "list None" not in requests and {"kill 3", "signal 3", "input 3"} <= set(requests)
+        r = cli_main(fake, "kill", "build")  # a name needs the list: its failure is reported
+        assert r.returncode == 1 and "frame limit" in r.stderr
+    finally:
+        proc.kill()
+        proc.wait()

@@ -552,7 +552,7 @@ class Emulator:
 
     @property
     def title(self) -> str:
-        return _get_str(self._live(), _lib.GHOSTTY_TERMINAL_DATA_TITLE).decode("utf-8", "replace")
+        return _title_text(_get_str(self._live(), _lib.GHOSTTY_TERMINAL_DATA_TITLE))
 
     @property
     def cwd(self) -> str | None:
@@ -593,7 +593,7 @@ class Emulator:
         pwd_b = _get_str(t, _lib.GHOSTTY_TERMINAL_DATA_PWD)
         out = bytearray(_colors(t))
         if title_b:
-            out += b"\x1b]2;" + _strip_controls(title_b) + b"\x1b\\"
+            out += b"\x1b]2;" + _title_text(title_b).encode() + b"\x1b\\"
         if pwd_b:
             out += b"\x1b]7;" + _strip_controls(pwd_b) + b"\x1b\\"
 
@@ -638,7 +638,7 @@ class Emulator:
             cursor_visible=bool(_get(t, _lib.GHOSTTY_TERMINAL_DATA_CURSOR_VISIBLE, "bool")),
             alt_screen=live.alt,
             modes=modes,
-            title=title_b.decode("utf-8", "replace"),
+            title=_title_text(title_b),
             cwd=_pwd_path(pwd_b),
             scrollback_lines=served,
         )
@@ -695,7 +695,21 @@ def _strip_controls(b: bytes) -> bytes:
 
 
 def _pwd_path(url: bytes) -> str | None:
-    """The path of an OSC 7 `file://host/path` URL (percent-decoded); a bare path is taken as is."""
+    """The path of an OSC 7 `file://host/path` URL (percent-decoded); a bare path is taken as is. A path with
+    control characters (`%1b]52;...` decodes to a real ESC: an escape sequence, not a directory) is not taken."""
+    path = _pwd_url_path(url)
+    return None if path is None or _C0_C1.search(path) else path
+
+
+_C0_C1 = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _title_text(b: bytes) -> str:
+    """A title as text without C0, DEL or C1 (U+0080..U+009F) controls (libghostty keeps C1 in titles)."""
+    return _C0_C1.sub("", b.decode("utf-8", "replace"))
+
+
+def _pwd_url_path(url: bytes) -> str | None:
     if not url:
         return None
     s = url.decode("utf-8", "replace")

@@ -30,6 +30,9 @@ class Manager:
         self.started_at = time.monotonic()
         self._all_exited = asyncio.Event()
         self._all_exited.set()
+        # Sessions created with kill_after_detach_s, and the pending kill of those nobody is attached to.
+        self._kill_after: dict[int, float] = {}
+        self._kill_timers: dict[int, asyncio.TimerHandle] = {}
 
     @property
     def running_count(self) -> int:
@@ -74,13 +77,43 @@ class Manager:
             scrollback_lines=cfg.scrollback_lines, replay_bytes=cfg.replay_bytes,
             input_queue_bytes=cfg.input_queue_bytes, kill_grace_s=cfg.kill_grace_ms / 1000,
             on_exit=self._on_exit, counters=self.counters, worker=self.worker,
+            queries=opts.queries, colors=opts.colors, size_policy=opts.size_policy,
         )
         self.sessions[sid] = session
         self._all_exited.clear()
+        if opts.kill_after_detach_s is not None:
+            self._kill_after[sid] = opts.kill_after_detach_s
+            if not opts.attach:
+                self.detached(session)  # nobody attached yet: the grace runs from creation
         log.info("session %d created: pid %d %s", sid, child.pid, argv)
         return session
 
+    def attached(self, session: Session) -> None:
+        """A client subscribed: a pending kill_after_detach_s kill is cancelled."""
+        self._cancel_kill(session.id)
+
+    def _cancel_kill(self, sid: int) -> None:
+        timer = self._kill_timers.pop(sid, None)
+        if timer is not None:
+            timer.cancel()
+
+    def detached(self, session: Session) -> None:
+        """A client left: once none is left, a session created with kill_after_detach_s is killed that long
+        after, unless someone attaches again first."""
+        grace = self._kill_after.get(session.id)
+        if grace is None or session.subscribers or not session.running or session.id in self._kill_timers:
+            return
+        self._kill_timers[session.id] = asyncio.get_running_loop().call_later(grace, self._kill_abandoned, session)
+
+    def _kill_abandoned(self, session: Session) -> None:
+        self._kill_timers.pop(session.id, None)
+        if session.running and not session.subscribers and self.sessions.get(session.id) is session:
+            log.info("session %d killed: no client for %gs (kill_after_detach_s)", session.id,
+                     self._kill_after.get(session.id, 0))
+            session.kill()
+
     def _on_exit(self, session: Session) -> None:
+        self._cancel_kill(session.id)
         self._exited[session.id] = None
         while len(self._exited) > self.config.max_exited:
             old, _ = self._exited.popitem(last=False)
@@ -101,6 +134,8 @@ class Manager:
         return removed
 
     def _drop(self, sid: int) -> None:
+        self._kill_after.pop(sid, None)
+        self._cancel_kill(sid)
         s = self.sessions.pop(sid, None)
         if s is not None:
             s.close()

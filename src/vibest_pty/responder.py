@@ -24,83 +24,17 @@ Callbacks run inside `ghostty_terminal_vt_write` and must not re-enter it: they 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from pyghostty._ffi import ffi as _ffi
 from pyghostty._ffi import lib as _lib
 
 from . import __version__
+from .queries import DEFAULT_COLORS, Colors, agree
 
 CELL_W, CELL_H = 8, 16  # pixels per cell reported by CSI 14/16 t (and passed to ghostty_terminal_resize)
 TERM_NAME = "xterm-256color"
 XTVERSION = f"vibest-pty {__version__}"
-
-RGB = tuple[int, int, int]
-
-
-@dataclass(frozen=True, slots=True)
-class Colors:
-    """A session's colours, as OSC 10/11/12/4 report them (programs such as vim pick light/dark from them)."""
-
-    foreground: RGB = (0xD0, 0xD0, 0xD0)
-    background: RGB = (0x00, 0x00, 0x00)
-    cursor: RGB | None = None  # None: the foreground
-    palette: dict[int, RGB] = field(default_factory=dict)  # overrides of the 256-colour palette
-
-    @property
-    def dark(self) -> bool:
-        r, g, b = self.background
-        return 0.2126 * r + 0.7152 * g + 0.0722 * b < 128
-
-
-DEFAULT_COLORS = Colors()
-_HEX = re.compile(r"#([0-9a-fA-F]{6})|#([0-9a-fA-F]{3})|rgb:([0-9a-fA-F]{1,4})/([0-9a-fA-F]{1,4})/([0-9a-fA-F]{1,4})")
-
-
-def parse_color(value: object) -> RGB:
-    """`#rrggbb`, `#rgb` or X11 `rgb:r/g/b` (1-4 hex digits each) to 8-bit RGB; ValueError otherwise."""
-    m = _HEX.fullmatch(value) if isinstance(value, str) else None
-    if m is None:
-        raise ValueError(f"colour must be '#rrggbb', '#rgb' or 'rgb:r/g/b', not {value!r}")
-    if m.group(1):
-        h = m.group(1)
-        return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
-    if m.group(2):
-        h = m.group(2)
-        return int(h[0] * 2, 16), int(h[1] * 2, 16), int(h[2] * 2, 16)
-    r, g, b = (int(p, 16) * 255 // (16 ** len(p) - 1) for p in m.group(3, 4, 5))
-    return r, g, b
-
-
-def parse_colors(value: object, base: Colors = DEFAULT_COLORS) -> Colors:
-    """The `colors` option {foreground, background, cursor, palette: [colour, ...] or {index: colour}}; missing
-    keys keep `base`. ValueError names what is wrong."""
-    if not isinstance(value, dict):
-        raise ValueError("colors must be a map")
-    unknown = set(value) - {"foreground", "background", "cursor", "palette"}
-    if unknown:
-        raise ValueError(f"colors: unknown keys {sorted(map(str, unknown))}")
-    fg = parse_color(value["foreground"]) if "foreground" in value else base.foreground
-    bg = parse_color(value["background"]) if "background" in value else base.background
-    cur = parse_color(value["cursor"]) if value.get("cursor") is not None else base.cursor
-    palette = dict(base.palette)
-    pal = value.get("palette")
-    if pal is not None:
-        items: list[tuple[Any, Any]]
-        if isinstance(pal, list):
-            items = list(enumerate(pal))
-        elif isinstance(pal, dict):
-            items = list(pal.items())
-        else:
-            raise ValueError("colors.palette must be a list or a map of index to colour")
-        for k, v in items:
-            i = int(k) if isinstance(k, (int, str)) and str(k).isdigit() else -1
-            if not 0 <= i < 256:
-                raise ValueError(f"colors.palette: bad index {k!r}")
-            palette[i] = parse_color(v)
-    return Colors(fg, bg, cur, palette)
-
 
 # XTGETTCAP: capability name -> value (None: a boolean capability).
 _CAPS: dict[str, str | None] = {"TN": TERM_NAME, "name": TERM_NAME, "Co": "256", "colors": "256", "RGB": "8/8/8"}
@@ -108,8 +42,6 @@ _DECXCPR = re.compile(rb"\x1b\[\?6n")
 _XTGETTCAP = re.compile(rb"\x1bP\+q([0-9A-Fa-f;]*)\x1b\\")
 _OURS = re.compile(rb"\x1b(?:\[\?6n|P\+q[0-9A-Fa-f;]*\x1b\\)")
 _CPR_REPLY = re.compile(rb"\x1b\[(\d+;\d+)R")
-_DECSET = re.compile(rb"\x1b\[\?([\d;]*)([hl])")
-_DECCOLM = re.compile(rb"\x1b\[\?(?:[\d;]*;)?0*3(?:;|[hl])")
 
 
 def xtgettcap_reply(names_hex: bytes) -> bytes:
@@ -131,26 +63,13 @@ def xtgettcap_reply(names_hex: bytes) -> bytes:
     return bytes(out)
 
 
-def _drop_deccolm(m: re.Match[bytes]) -> bytes:
-    params = [p for p in m.group(1).split(b";") if p.lstrip(b"0") != b"3"]
-    return b"\x1b[?" + b";".join(params) + m.group(2) if params else b""
-
-
-def agree(data: bytes) -> bytes:
-    """The bytes the emulator should see for `data`: DEL dropped, DECCOLM dropped (see the module doc)."""
-    if b"\x7f" in data:
-        data = data.replace(b"\x7f", b"")
-    if b"\x1b[?" in data and _DECCOLM.search(data):
-        data = _DECSET.sub(lambda m: _drop_deccolm(m) if _DECCOLM.match(m.group(0)) else m.group(0), data)
-    return data
-
-
 class Responder:
     """Answers the queries of one terminal handle (see the module doc). One thread, like the terminal."""
 
-    def __init__(self, term: Any, cols: int, rows: int, colors: Colors = DEFAULT_COLORS) -> None:
+    def __init__(self, term: Any, cols: int, rows: int, colors: Colors | None = None) -> None:
         self._t = term
         self.cols, self.rows = cols, rows
+        colors = colors or DEFAULT_COLORS
         self.colors = colors
         self._replies: list[bytes] = []
         self._version = _ffi.new("char[]", XTVERSION.encode())

@@ -56,6 +56,7 @@ class Connection(asyncio.Protocol):
         self.decoder = FrameDecoder(server.config.max_frame)
         self.outbox = Outbox(server.outbox_limits)
         self.subs: dict[int, Subscriber] = {}  # by session id
+        self.read_only: set[int] = set()  # sessions this connection is attached to read-only
         self._rid: int | None = None  # the id of the request being handled
         # While requests are being handled nothing is written: a handler's side effects (the `exit` of an exited
         # session being attached) must not overtake its reply. _process writes once at the end.
@@ -163,6 +164,7 @@ class Connection(asyncio.Protocol):
         session = self.manager.create(opts)
         if opts.attach:
             self._subscribe(session.id)
+            session.sizing.resize(self.id, opts.cols, opts.rows)  # the creator's size counts (size_policy)
         return {"session": session.info()}
 
     def _attach(self, msg: dict[str, Any]) -> Reply:
@@ -171,12 +173,17 @@ class Connection(asyncio.Protocol):
         since_raw = msg.get("since")
         since = None if since_raw is None else protocol.get_int(msg, "since", hi=2**63 - 1)
         session = self.manager.get(sid)
+        read_only = protocol.get_bool(msg, "read_only", False)
+        if protocol.get_colors(msg) is not None:
+            session.update_colors(msg["colors"])
         rid = self._rid
         # The offset, the subscription and the snapshot request are the same instant: the emulator thread takes
         # the snapshot after exactly the output before `offset`, and the subscriber queues what follows it.
         offset = session.offset
         replay = session.replay_since(since) if since is not None else None
         sub = self._subscribe(sid)
+        if read_only:
+            self.read_only.add(sid)  # input, resize and signal from this connection get `read_only`
         if replay is not None or not (want_snapshot or since is not None) or rid is None:
             result: dict[str, Any] = {"offset": offset, "session": session.info()}
             if replay is not None:
@@ -219,6 +226,7 @@ class Connection(asyncio.Protocol):
         session = self.manager.get(sid)
         sub = session.subscribe(self.id, self, self.server.flow_limits)
         self.subs[sid] = sub
+        self.manager.attached(session)
         return sub
 
     def _unsubscribe(self, sid: int) -> bool:
@@ -230,6 +238,10 @@ class Connection(asyncio.Protocol):
         session = self.manager.sessions.get(sid)
         if session is not None:
             session.unsubscribe(self.id)
+            if session.running and (size := session.sizing.leave(self.id)):
+                session.resize(*size)  # a client that left no longer counts (size_policy)
+            self.manager.detached(session)
+        self.read_only.discard(sid)
         return True
 
     def _unsubscribe_all(self) -> None:
@@ -245,14 +257,25 @@ class Connection(asyncio.Protocol):
     def _input(self, msg: dict[str, Any]) -> Reply:
         sid = protocol.get_session(msg)
         data = protocol.get_data(msg)
-        self.manager.get(sid).write_input(data)
+        session = self._writable(sid)
+        session.write_input(data)
+        if session.sizing.policy == "latest" and (size := session.sizing.typed(self.id)):
+            session.resize(*size)  # the client typing leads (size_policy latest)
         return {}
+
+    def _writable(self, sid: int) -> Session:
+        if sid in self.read_only:
+            raise ProtocolError(protocol.READ_ONLY, f"attached to session {sid} read-only")
+        return self.manager.get(sid)
 
     def _resize(self, msg: dict[str, Any]) -> Reply:
         sid = protocol.get_session(msg)
         cols = protocol.get_int(msg, "cols", lo=1, hi=protocol.MAX_COLS)
         rows = protocol.get_int(msg, "rows", lo=1, hi=protocol.MAX_ROWS)
-        self.manager.get(sid).resize(cols, rows)
+        session = self._writable(sid)
+        session._require_running()
+        if size := session.sizing.resize(self.id, cols, rows):
+            session.resize(*size)
         return {}
 
     def _kill(self, msg: dict[str, Any]) -> Reply:
@@ -262,7 +285,7 @@ class Connection(asyncio.Protocol):
     def _signal(self, msg: dict[str, Any]) -> Reply:
         sid = protocol.get_session(msg)
         sig = protocol.parse_signal(msg.get("signal"))
-        self.manager.get(sid).send_signal(sig)
+        self._writable(sid).send_signal(sig)
         return {}
 
     def _ack(self, msg: dict[str, Any]) -> Reply:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 from .flow import FlowLimits, Sink, Subscriber
 from .protocol import ProtocolError
 from .pty import Child, decode_wait_status, foreground_pgrp, set_winsize
+from .queries import DEFAULT_COLORS, Colors, Query, QueryFilter, Segment, agree, parse_colors
+from .sizing import SizePolicy
 
 log = logging.getLogger("vibest_pty.session")
 
@@ -61,8 +63,12 @@ class Session:
         on_exit: Callable[[Session], None],
         counters: Counters,
         worker: EmulatorWorker,
+        queries: str = "daemon",
+        colors: Colors | None = None,
+        size_policy: str = "latest",
     ) -> None:
         from .emulator import Emulator  # imported on first use: pyghostty's cffi set-up takes ~0.3 s
+        from .responder import Responder
 
 
         self.id = sid
@@ -76,8 +82,16 @@ class Session:
         self.created_at = time.time()
         self.last_attached_at: float | None = None
         self.emulator: Emulator = Emulator(cols, rows, scrollback_lines)  # touched only on the worker thread
+        # queries="daemon": the emulator answers terminal queries and clients never see them (see queries.py);
+        # "client": everything passes through untouched and the clients' terminals answer.
+        self.queries = queries
+        self.colors = colors or DEFAULT_COLORS
+        self._queries = QueryFilter() if queries == "daemon" else None
+        self._responder = Responder(self.emulator._t, cols, rows, colors) if self._queries else None  # worker's
+        self.sizing = SizePolicy(size_policy, cols, rows)  # several clients, one size (sizing.py)
         self._worker = worker
-        self.offset = 0  # output bytes read so far
+        self.offset = 0  # output bytes sent to clients so far (queries kept from them are not counted)
+        self._emu_in = 0  # output bytes handed to the emulator (queries included)
         self._parsed = 0  # output bytes the emulator has processed (written by the worker thread)
         # Output waiting for the emulator, appended by the loop and taken by the worker in big batches: fewer,
         # longer native calls mean fewer GIL hand-offs between the two threads, which is what delays the loop.
@@ -137,6 +151,8 @@ class Session:
                 break  # interactive output: a reply is waiting, and more data would wake us again anyway
         if chunks:
             self._deliver(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if self._eof and self._queries is not None and self._queries.held:
+            self._deliver_segments(self._queries.flush())
         if self._eof:
             if not self._emu_paused:
                 self._loop.remove_reader(self._fd)
@@ -144,12 +160,36 @@ class Session:
                 self._finish()
 
     def _deliver(self, data: bytes) -> None:
+        if self._queries is not None:
+            segs = self._queries.feed(data)
+            if len(segs) != 1 or not isinstance(segs[0], bytes):
+                self._deliver_segments(segs)
+                return
+        self._to_emulator(data)
+        self._to_clients(data)
+
+    def _deliver_segments(self, segs: list[Segment]) -> None:
+        """Queries go to the emulator only (it answers them, see _catch_up); the rest to both, in order."""
+        emu = b"".join(s.raw if isinstance(s, Query) else s for s in segs)
+        if emu:
+            self._to_emulator(emu)
+        client = b"".join(s for s in segs if isinstance(s, bytes))
+        if client:
+            self._to_clients(client)
+
+    def _to_emulator(self, data: bytes) -> None:
+        self._emu_in += len(data)
         self._unparsed.append(data)
         if not self._parse_scheduled:
             self._parse_scheduled = True
             # Woken after this callback's frames are written: the worker thread then competes for the GIL with
             # nothing on the latency path (an echo). Order stays exact: fences sit in _unparsed itself.
             self._loop.call_soon(self._worker.submit, self._parse)
+        if self._emu_in - self._parsed > EMU_BACKLOG_HIGH and not self._emu_paused and not self._eof:
+            self._emu_paused = True
+            self._loop.remove_reader(self._fd)
+
+    def _to_clients(self, data: bytes) -> None:
         if self._replay_max:
             self._replay += data
             excess = len(self._replay) - self._replay_max
@@ -160,9 +200,6 @@ class Session:
         self._counters.bytes_out += len(data)
         for sub in tuple(self.subscribers.values()):  # a push may close its connection (auto-disconnect)
             sub.push(frame)
-        if self.offset - self._parsed > EMU_BACKLOG_HIGH and not self._emu_paused and not self._eof:
-            self._emu_paused = True
-            self._loop.remove_reader(self._fd)
 
     def _parse(self) -> None:
         """Worker thread: parse what was submitted, up to the first fence (a snapshot or resize waits there)."""
@@ -199,13 +236,32 @@ class Session:
                 pending.popleft()
                 batch.append(chunk)
                 size += len(chunk)
-            emu.feed(batch[0] if len(batch) == 1 else b"".join(batch))
+            data = batch[0] if len(batch) == 1 else b"".join(batch)
+            if (responder := self._responder) is not None:
+                if replies := responder.write(data):  # after vt_write returned: the callbacks only queue
+                    self._loop.call_soon_threadsafe(self._reply, replies)
+            else:
+                emu.feed(agree(data))
             self._parsed += size
         self.title = emu.title
         self._osc_cwd = emu.cwd
-        if self._emu_paused and not self._resume_requested and self.offset - self._parsed <= EMU_BACKLOG_LOW:
+        if self._emu_paused and not self._resume_requested and self._emu_in - self._parsed <= EMU_BACKLOG_LOW:
             self._resume_requested = True
             self._loop.call_soon_threadsafe(self._resume_reading)
+
+    def _reply(self, data: bytes) -> None:
+        """The emulator's answers to queries, written to the PTY like typed input."""
+        if self.running:
+            try:
+                self.write_input(data)
+            except ProtocolError as exc:
+                log.debug("session %d: reply dropped: %s", self.id, exc)
+
+    def update_colors(self, value: dict[str, Any]) -> None:
+        """The colours queries are answered with: `value` (an attach's `colors`, validated) over the current ones."""
+        self.colors = colors = parse_colors(value, self.colors)
+        if (responder := self._responder) is not None:
+            self._worker.submit(lambda: None if self.emulator.closed else responder.set_colors(colors))
 
     def _resume_reading(self) -> None:
         self._emu_paused = False
@@ -331,6 +387,8 @@ class Session:
         def job() -> None:
             self._catch_up(fence)  # the resize lands exactly between the bytes before and after it
             emu.resize(cols, rows)
+            if self._responder is not None:
+                self._responder.resize(cols, rows)
 
         self._worker.submit(job)
         self.cols, self.rows = cols, rows

@@ -652,7 +652,9 @@ export class PtyDaemonClient extends TypedEmitter {
   async createSession(options: CreateSessionOptions = {}): Promise<SessionInfo> {
     const opts: Record<string, unknown> = {};
     // Field order as in the protocol's vectors.
-    for (const k of ["shell", "args", "cwd", "env", "cols", "rows", "name", "tags", "attach"] as const) {
+    const keys = ["shell", "args", "cwd", "env", "cols", "rows", "name", "tags", "attach", "queries", "colors",
+      "size_policy"] as const;
+    for (const k of keys) {
       if (options[k] !== undefined) opts[k] = options[k];
     }
     const ok = await this.request(
@@ -677,6 +679,8 @@ export class PtyDaemonClient extends TypedEmitter {
   async attachSession(id: number, options: AttachOptions = {}): Promise<AttachResult> {
     const fields: Record<string, unknown> = { session: id, snapshot: options.snapshot ?? true };
     if (options.since !== undefined) fields.since = options.since;
+    if (options.read_only !== undefined) fields.read_only = options.read_only;
+    if (options.colors !== undefined) fields.colors = options.colors;
     const ok = await this.request("attach", fields, {
       onOk: (msg) => {
         this.sessions.set(id, { nextOffset: msg.offset as number, decoder: new TextDecoder(), attached: true });

@@ -1,6 +1,8 @@
 export { createClient, defaultSocketPath, PtyDaemonClient, PROTOCOL_VERSION, SDK_VERSION } from "./client.js";
 export type { AutoStartOptions, ClientOptions, ReconnectOptions, WaitOptions } from "./client.js";
 export { PtyDaemonError } from "./errors.js";
+export { colorsFromTheme } from "./theme.js";
+export type { XtermTheme } from "./theme.js";
 export type { ClientErrorCode, ErrorCode, ProtocolErrorCode } from "./errors.js";
 export type {
   BackpressureWarningEvent,

@@ -58,6 +58,20 @@ export interface CreateSessionOptions {
   tags?: Record<string, string>;
   /** Subscribe this client from the very first byte (offset 0). */
   attach?: boolean;
+  /** Who answers terminal queries (DA, CPR, colours, ...): the session ("daemon", default) or its clients. */
+  queries?: "daemon" | "client";
+  /** The colours OSC 10/11/12/4 queries are answered with (see colorsFromTheme). */
+  colors?: Colors;
+  /** The session's size when several clients resize it (default "latest"). */
+  size_policy?: "latest" | "smallest" | "largest" | "manual";
+}
+
+/** A session's colours: "#rrggbb", "#rgb" or "rgb:r/g/b"; palette from index 0, or index -> colour. */
+export interface Colors {
+  foreground?: string;
+  background?: string;
+  cursor?: string;
+  palette?: string[] | Record<number, string>;
 }
 
 export interface AttachOptions {
@@ -65,6 +79,10 @@ export interface AttachOptions {
   snapshot?: boolean;
   /** Replay raw output from this offset if it is still in the daemon's replay window (else a snapshot is sent). */
   since?: number;
+  /** Output only: input, resize and signal for this session from this client fail with `read_only`. */
+  read_only?: boolean;
+  /** Set the session's colours (what colour queries are answered with), e.g. colorsFromTheme(term.options.theme). */
+  colors?: Colors;
 }
 
 export interface AttachResult {

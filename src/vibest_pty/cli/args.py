@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("-t", "--tag", metavar="K=V", action="append", type=_assignment, default=[],
                      help="free tag stored with the session (repeatable)")
     new.add_argument("-d", "--detached", action="store_true", help="do not attach: print the new id and return")
+    new.add_argument("--kill-after-detach", type=_timeout, metavar="S", dest="kill_after_detach_s",
+                     help="kill the session S seconds after its last client left (an attach cancels it)")
     new.add_argument("--detach-key", type=parse_key, default=DEFAULT_DETACH_KEY, metavar="KEY",
                      help="key that detaches (default ^\\, i.e. Ctrl-\\; `none` disables it)")
     new.add_argument("cmd", nargs="*", metavar="-- CMD ARGS",

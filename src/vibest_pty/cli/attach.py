@@ -13,7 +13,7 @@ import signal
 import termios
 import time
 import tty
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from ..client import Client, ConnectionClosed, PtyError
@@ -44,10 +44,16 @@ _ALT_SCREEN_MODES = (1049, 1047, 47)
 # homes the cursor, hence DECSC/DECRC around it), pen and charsets, cursor keys and keypad, every mouse mode,
 # focus events, bracketed paste, synchronized output, insert and newline modes, reverse video, autowrap, the
 # cursor (visible, default shape), kitty keyboard flags and modifyOtherKeys; then pop the title pushed on entry.
+# Also left/right margins (DECSLRM needs ?69 set, then ?69 off; it homes the cursor, hence inside DECSC/DECRC, and
+# right after DECSC: where ?69 is unknown, CSI s is SCOSC, which tmux keeps in DECSC's slot: it saves the same spot),
+# reverse wrap (?45), colour-scheme reports (?2031), in-band resize reports (?2048, which would type CSI 48;..t
+# into the user's shell on every resize) and the colours (OSC 104/110/111/112). Alternate scroll (?1007) is on by
+# default in many terminals, so it is reset only when the session changed it (ModeTracker).
 RESTORE_MODES = (
-    b"\x1b7\x1b[r\x1b8\x1b[0m\x1b(B\x0f\x1b[?1l\x1b>"
-    b"\x1b[?9l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1004l\x1b[?1005l\x1b[?1006l\x1b[?1007l\x1b[?1015l\x1b[?1016l"
+    b"\x1b7\x1b[?69h\x1b[s\x1b[?69l\x1b[r\x1b8\x1b[0m\x1b(B\x0f\x1b[?1l\x1b>"
+    b"\x1b[?9l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1004l\x1b[?1005l\x1b[?1006l\x1b[?1015l\x1b[?1016l"
     b"\x1b[?2004l\x1b[?2026l\x1b[4l\x1b[20l\x1b[?5l\x1b[?7h\x1b[?25h\x1b[0 q\x1b[=0;1u\x1b[>4m"
+    b"\x1b[?45l\x1b[?2031l\x1b[?2048l\x1b]104\x1b\\\x1b]110\x1b\\\x1b]111\x1b\\\x1b]112\x1b\\"
 )
 PUSH_TITLE = b"\x1b[22;0t"
 POP_TITLE = b"\x1b[23;0t"
@@ -61,6 +67,7 @@ class ModeTracker:
     def __init__(self) -> None:
         self.alt: int | None = None  # the alternate-screen mode in effect (1049, 1047 or 47)
         self.origin = False
+        self.alternate_scroll = False  # the session set or reset ?1007
         self._tail = b""
 
     def reset(self) -> None:
@@ -84,6 +91,8 @@ class ModeTracker:
                     self.alt = n if on else None
                 elif n == 6:
                     self.origin = on
+                elif n == 1007:
+                    self.alternate_scroll = True
         i = data.rfind(b"\x1b")
         if i >= 0 and len(data) - i < 32:
             rest = data[i + 1 :]
@@ -96,6 +105,8 @@ class ModeTracker:
             out += f"\x1b[?{self.alt}l".encode()
         if self.origin:
             out += b"\x1b[?6l"
+        if self.alternate_scroll:
+            out += b"\x1b[?1007l"
         return out + RESTORE_MODES
 
 
@@ -176,7 +187,6 @@ class Attachment:
         self.reason = ""  # why the connection closed, when it did
         self.size: tuple[int, int] = (0, 0)
         self.modes = ModeTracker()
-        self.next_offset = 0
         self._loop = asyncio.get_running_loop()
         self._ready = False
         self._early: list[dict[str, Any]] = []
@@ -255,7 +265,7 @@ class Attachment:
         if reply is None:
             return False
         self.name = str(reply.get("session", {}).get("name") or "")
-        self._paint(reply.get("snapshot"), reply.get("offset", 0))
+        self._paint(reply.get("snapshot"))
         return True
 
     async def _wait(self, request: Coroutine[Any, Any, T]) -> T | None:
@@ -342,8 +352,9 @@ class Attachment:
 
     # -- session -> terminal ------------------------------------------------------------------------------------
 
-    def _paint(self, snapshot: dict[str, Any] | None, offset: int = 0) -> None:
-        """Start over from a clean screen: the snapshot's picture, or nothing for a session we saw start."""
+    def _paint(self, snapshot: Mapping[str, Any] | None) -> None:
+        """Start over from a clean screen: the snapshot's picture, or nothing for a session we saw start.
+        (The client trims the output that follows to the snapshot's offset.)"""
         out = bytearray(self.modes.restore_sequence())
         out += b"\x1b[H\x1b[2J"
         self.modes.reset()
@@ -351,8 +362,6 @@ class Attachment:
             data = bytes(snapshot.get("data") or b"")
             self.modes.feed(data)
             out += data
-            offset = int(snapshot.get("offset", offset))
-        self.next_offset = offset
         self._writer.write(bytes(out))
 
     def _on_event(self, ev: dict[str, Any]) -> None:
@@ -365,11 +374,12 @@ class Attachment:
         if ev.get("session") not in (None, self.sid):
             return
         if t == "output":
-            self._output(ev)
+            self._output(ev["data"])
         elif t == "exit":
             sig = ev.get("signal")
             self._finish("exit", 128 + int(sig) if sig else int(ev.get("code") or 0))
         elif t == "resync":
+            self._repainting = False
             self._paint(ev["snapshot"])
         elif t == "shutdown":
             self._finish("shutdown", 1)
@@ -379,35 +389,24 @@ class Attachment:
         elif t == "error" and ev.get("code") == "session_not_found":
             self._finish("removed", 1)
 
-    def _output(self, ev: dict[str, Any]) -> None:
-        data: bytes = ev["data"]
-        offset: int = ev["offset"]
-        end = offset + len(data)
-        if end <= self.next_offset:
-            return  # already in the snapshot we painted
-        if offset < self.next_offset:
-            data = data[self.next_offset - offset :]
-        self.next_offset = end
+    def _output(self, data: bytes) -> None:
         if self._repainting:
-            return
+            return  # a fresh snapshot is on its way; it covers this
         self.modes.feed(data)
         self._writer.write(data)
         if self._writer.pending > OUTPUT_BACKLOG_MAX:
-            # The terminal is far behind: drop the backlog and repaint from a fresh snapshot.
+            # The terminal is far behind: drop the backlog and repaint from a fresh snapshot (a `resync` event).
             self._writer.discard()
             self._writer.write(b"\x18")
             self._repainting = True
             self._loop.create_task(self._repaint())
 
     async def _repaint(self) -> None:
+        assert self.sid is not None
         try:
-            assert self.sid is not None
-            snap = await self.client.snapshot(self.sid)
+            await self.client.resync(self.sid)
         except PtyError:
             self._repainting = False
-            return
-        self._repainting = False
-        self._paint(snap)
 
 
 def key_encodings(key: int) -> list[bytes]:

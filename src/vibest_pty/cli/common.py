@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ..client import Client, PtyError
+from ..client import Client, PtyError, SessionInfo
 from ..protocol import SESSION_NOT_FOUND
 from .format import escape
 
@@ -28,9 +28,9 @@ async def resolve_id(client: Client, ref: str) -> int:
     return int((await resolve(client, ref))["id"])
 
 
-async def resolve(client: Client, ref: str) -> dict[str, Any]:
+async def resolve(client: Client, ref: str) -> SessionInfo:
     """The SessionInfo named by an id or a name; a name shared by several sessions must pick one running one."""
-    sessions = await client.list()
+    sessions = await client.list_sessions()
     if ref.isdigit():
         for s in sessions:
             if s["id"] == int(ref):

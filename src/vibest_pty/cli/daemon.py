@@ -15,6 +15,7 @@ from ..client import Client, ConnectionClosed, UntrustedServer, connect
 from .common import PROG, CliError
 
 START_TIMEOUT = 15.0  # the daemon answers in well under a second; a loaded CI box needs a few
+RACE_GRACE = 2.0  # after our daemon exited at startup, how long another one (that won the lock) may take to answer
 
 
 def log_path(socket_path: str) -> str:
@@ -67,6 +68,7 @@ async def start_daemon(socket_path: str, timeout: float = START_TIMEOUT) -> Clie
     proc = spawn_daemon(socket_path)
     deadline = time.monotonic() + timeout
     delay = 0.01
+    exited_at: float | None = None
     while True:
         try:
             return await connect(socket_path)
@@ -74,12 +76,15 @@ async def start_daemon(socket_path: str, timeout: float = START_TIMEOUT) -> Clie
             raise
         except (OSError, ConnectionClosed) as exc:
             code = proc.poll()
-            # It exited: maybe a daemon started by someone else at the same moment holds the lock (then the
-            # socket appears), else it failed, and said why in its log.
-            if code is not None and not os.path.exists(socket_path) and (time.monotonic() > deadline or code != 1):
-                raise CliError(f"the daemon exited with status {code} at startup; its log "
+            now = time.monotonic()
+            if code is not None:
+                # It exited: it failed (and said why in its log), or it lost a race with a daemon started by
+                # someone else at the same moment, which then answers within a moment.
+                exited_at = exited_at or now
+                if now - exited_at > RACE_GRACE or now > deadline:
+                    raise CliError(f"the daemon exited with status {code} at startup; its log "
                                    f"({log_path(socket_path)}) ends with:{_log_tail(socket_path)}") from None
-            if time.monotonic() + delay > deadline:
+            elif now + delay > deadline:
                 raise CliError(f"started the daemon (pid {proc.pid}) but it did not answer on {socket_path} "
                                f"within {timeout:g} s ({exc}); see {log_path(socket_path)}") from None
         await asyncio.sleep(delay)

@@ -28,6 +28,7 @@ async def cmd_new(client: Client, args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "cwd": cwd, "cols": cols, "rows": rows, "env": dict(args.env), "tags": dict(args.tag),
         "name": args.name, "shell": cmd[0] if cmd else None, "args": cmd[1:] if cmd else None,
+        "kill_after_detach_s": args.kill_after_detach_s,
     }
     if args.detached:
         info = await client.create(**options)
