@@ -34,7 +34,7 @@ class FakeTerminal:
     def cwd(self) -> str | None:
         return None
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes, scan: bool = True) -> None:
         self.data += data
         if b"?Q" in data:  # a query: the terminal answers on its own
             self._replies += b"ANSWER"

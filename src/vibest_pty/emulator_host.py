@@ -33,7 +33,7 @@ class Terminal(Protocol):
     @property
     def cwd(self) -> str | None: ...
 
-    def feed(self, data: bytes) -> None: ...
+    def feed(self, data: bytes, scan: bool = True) -> None: ...
     def resize(self, cols: int, rows: int) -> None: ...
     def set_colors(self, colors: Any) -> None: ...
     def snapshot_wire(self, max_bytes: int) -> dict[str, Any]: ...
@@ -83,9 +83,9 @@ class SessionTerminal:
     def cwd(self) -> str | None:
         return self.emu.cwd
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes, scan: bool = True) -> None:
         if self.responder is not None:
-            if replies := self.responder.write(data):  # after vt_write returned: the callbacks only queue
+            if replies := self.responder.write(data, scan):  # after vt_write returned: the callbacks only queue
                 self._replies += replies
             self.emu.adapt_budget()
         else:
@@ -177,13 +177,15 @@ class EmulatorHost:
         if op == "feed":
             parts = [cmd[1]]
             size = len(cmd[1])
+            scan = bool(cmd[2]) if len(cmd) > 2 else True
             while q and q[0][0] == "feed" and size < PARSE_BATCH:
-                data = q.popleft()[1]
-                parts.append(data)
-                size += len(data)
+                more = q.popleft()
+                parts.append(more[1])
+                size += len(more[1])
+                scan = scan or (bool(more[2]) if len(more) > 2 else True)
             if emu is None:
                 return
-            emu.feed(parts[0] if len(parts) == 1 else b"".join(parts))
+            emu.feed(parts[0] if len(parts) == 1 else b"".join(parts), scan)
             if replies := emu.take_replies():  # before "parsed": the feed mutes replies to re-fed output by offset
                 self._emit(("reply", sid, replies))
             self._emit(("parsed", sid, size, emu.title, emu.cwd))

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from . import protocol
 from .protocol import ProtocolError
+from .queries import Marked
 
 log = logging.getLogger("vibest_pty.feed")
 
@@ -44,10 +45,11 @@ MAX_QUEUED_REQUESTS = 16  # snapshot/text requests per session waiting or in fli
 TEXT_WHICH = ("screen", "scrollback", "all")
 
 # Commands (daemon -> emulator), as tuples so they cross a socket as msgpack arrays unchanged:
-#   ("open", cols, rows, scrollback_lines, respond, colors)   ("feed", data)   ("resize", job_id, cols, rows)
+#   ("open", cols, rows, scrollback_lines, respond, colors)   ("feed", data, scan)   ("resize", job_id, cols, rows)
 #   ("colors", job_id, colors)   ("snapshot", job_id, max_bytes)   ("text", job_id, which)   ("close",)
 # `respond`: the emulator answers terminal queries (queries="daemon", see queries.py and responder.py); `colors`
-# is queries.Colors as emulator_host.colors_to_wire makes it (or None for the defaults).
+# is queries.Colors as emulator_host.colors_to_wire makes it (or None for the defaults). `scan`: the bytes hold a
+# query the responder answers itself (they were queries.Marked on the loop, which does not cross a socket).
 # Every job is answered by a result (a resize by None), which is what frees its MAX_INFLIGHT_JOBS slot.
 # Events (emulator -> daemon), delivered to the Feed's on_* methods:
 #   parsed(nbytes, title, cwd)   result(job_id, value | None, error | None)   reply(bytes to write to the PTY)
@@ -246,6 +248,7 @@ class Feed:
         backlog = self._backlog
         batch: list[bytes] = []
         size = 0
+        scan = False
         while backlog and self.sent < limit:
             chunk = backlog[0]
             room = limit - self.sent
@@ -256,11 +259,12 @@ class Feed:
             batch.append(chunk)
             size += len(chunk)
             self.sent += len(chunk)
+            scan = scan or type(chunk) is Marked
             if size >= SEND_BATCH:
-                cmds.append(("feed", b"".join(batch)))
-                batch, size = [], 0
+                cmds.append(("feed", b"".join(batch), scan))
+                batch, size, scan = [], 0, False
         if batch:
-            cmds.append(("feed", batch[0] if len(batch) == 1 else b"".join(batch)))
+            cmds.append(("feed", bytes(batch[0]) if len(batch) == 1 else b"".join(batch), scan))
 
     @staticmethod
     def _command(job: _Job) -> Command:

@@ -28,7 +28,7 @@ from .flow import FlowLimits, Sink, Subscriber
 from .input_queue import InputQueue
 from .protocol import ProtocolError
 from .pty import Child, foreground_pgrp, set_winsize
-from .queries import DEFAULT_COLORS, Colors, Query, QueryFilter, Segment, parse_colors
+from .queries import DEFAULT_COLORS, Colors, QueryFilter, Segment, for_emulator, parse_colors
 from .replay import ReplayWindow
 from .sizing import SizePolicy
 
@@ -236,7 +236,7 @@ class Session:
 
     def _deliver_segments(self, segs: list[Segment]) -> None:
         """Queries go to the emulator only (it answers them); the rest to both, in order."""
-        emu = b"".join(s.raw if isinstance(s, Query) else s for s in segs)
+        emu = for_emulator(segs)  # queries.Marked when the responder must scan it
         if emu:
             self.feed.output(emu)
         client = b"".join(s for s in segs if isinstance(s, bytes))
