@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 from .flow import FlowLimits, Sink, Subscriber
 from .protocol import ProtocolError
 from .pty import Child, decode_wait_status, foreground_pgrp, set_winsize
-from .queries import DEFAULT_COLORS, Colors, Query, QueryFilter, Segment, agree, parse_colors
+from .queries import DEFAULT_COLORS, Colors, Marked, QueryFilter, Segment, agree, for_emulator, parse_colors
 from .sizing import SizePolicy
 
 log = logging.getLogger("vibest_pty.session")
@@ -170,7 +170,7 @@ class Session:
 
     def _deliver_segments(self, segs: list[Segment]) -> None:
         """Queries go to the emulator only (it answers them, see _catch_up); the rest to both, in order."""
-        emu = b"".join(s.raw if isinstance(s, Query) else s for s in segs)
+        emu = for_emulator(segs)
         if emu:
             self._to_emulator(emu)
         client = b"".join(s for s in segs if isinstance(s, bytes))
@@ -238,7 +238,8 @@ class Session:
                 size += len(chunk)
             data = batch[0] if len(batch) == 1 else b"".join(batch)
             if (responder := self._responder) is not None:
-                if replies := responder.write(data):  # after vt_write returned: the callbacks only queue
+                scan = any(type(c) is Marked for c in batch)
+                if replies := responder.write(data, scan):  # after vt_write returned: the callbacks only queue
                     self._loop.call_soon_threadsafe(self._reply, replies)
             else:
                 emu.feed(agree(data))

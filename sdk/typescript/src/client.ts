@@ -99,6 +99,8 @@ interface SessionState {
   decoder: TextDecoder;
   /** Re-attached after a reconnect. */
   attached: boolean;
+  /** Attached read-only (kept on re-attach). */
+  readOnly?: boolean;
 }
 
 // Within one process, clients for the same socket start the daemon once.
@@ -410,7 +412,7 @@ export class PtyDaemonClient extends TypedEmitter {
         results.push(result);
         this.request(
           "attach",
-          { session: id, snapshot: true, since },
+          { session: id, snapshot: true, since, ...(st.readOnly ? { read_only: true } : {}) },
           {
             direct: true,
             onOk: (ok) => {
@@ -692,7 +694,12 @@ export class PtyDaemonClient extends TypedEmitter {
     if (options.colors !== undefined) fields.colors = options.colors;
     const ok = await this.request("attach", fields, {
       onOk: (msg) => {
-        this.sessions.set(id, { nextOffset: msg.offset as number, decoder: new TextDecoder(), attached: true });
+        this.sessions.set(id, {
+          nextOffset: msg.offset as number,
+          decoder: new TextDecoder(),
+          attached: true,
+          readOnly: options.read_only === true,
+        });
       },
     });
     const result: AttachResult = { session: ok.session as SessionInfo, offset: ok.offset as number };
