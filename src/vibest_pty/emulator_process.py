@@ -272,8 +272,11 @@ class EmulatorPool:
 
 
 def serve(fd: int) -> None:
+    import signal
+
     from .emulator_host import EmulatorHost, warm_up
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C at the daemon's terminal is the daemon's to handle
     try:
         os.nice(EMULATOR_NICE)
     except OSError:

@@ -137,6 +137,14 @@ class Subscriber:
         self.resync_pending = True
         self._ready()
 
+    def request_resync(self) -> None:
+        """Replace what is queued by a fresh snapshot (the session's emulator was rebuilt)."""
+        self.discarded += len(self.queue)
+        self.queue.clear()
+        self.bytes = 0
+        self.resync_pending = True
+        self._ready()
+
     def _warn(self, level: str) -> None:
         if self.level == level:
             return

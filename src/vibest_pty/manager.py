@@ -11,16 +11,16 @@ from typing import Any
 
 from . import protocol
 from .config import Config
+from .feed import Backend
 from .protocol import CreateOptions, ProtocolError
 from .pty import spawn
 from .session import Counters, Session, SessionLimits, SessionSpec
-from .worker import EmulatorWorker
 
 log = logging.getLogger("vibest_pty.manager")
 
 
 class Manager:
-    def __init__(self, config: Config, worker: EmulatorWorker) -> None:
+    def __init__(self, config: Config, worker: Backend) -> None:
         self.config = config
         self.worker = worker
         self.limits = SessionLimits(
@@ -125,6 +125,13 @@ class Manager:
             self._drop(old)
         if self.running_count == 0:
             self._all_exited.set()
+
+    def emulator_rebuilt(self, sid: int) -> None:
+        """The session's emulator was rebuilt after its process died: its subscribers get a fresh snapshot."""
+        s = self.sessions.get(sid)
+        if s is not None:
+            for sub in list(s.subscribers.values()):
+                sub.request_resync()
 
     def remove(self, sid: int) -> None:
         """Forget an exited session."""

@@ -23,11 +23,11 @@ from typing import Any, cast
 
 from . import __version__, protocol
 from .config import Config, ConfigError
+from .emulator_process import EmulatorPool
 from .flow import FlowLimits, Outbox, OutboxLimits, Slot, State, Subscriber
 from .manager import Manager
 from .protocol import FrameDecoder, FrameError, Malformed, ProtocolError
 from .session import Session
-from .worker import EmulatorWorker
 
 log = logging.getLogger("vibest_pty.server")
 
@@ -426,7 +426,7 @@ def _rss() -> int:
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.worker = EmulatorWorker()
+        self.worker = EmulatorPool(on_rebuilt=lambda sid: self.manager.emulator_rebuilt(sid))
         self.manager = Manager(config, self.worker)
         self.flow_limits = FlowLimits(
             max_events=config.flow_max_queue_size,
@@ -525,6 +525,8 @@ class Server:
             "bytes_out": self.manager.counters.bytes_out,
             "frames_out": self.frames_out,
             "rss": _rss(),
+            "emulators": (emulators := self.worker.stats()),  # the pool's processes, each with its rss
+            "emulators_rss": sum(e["rss"] for e in emulators),
             "queues": queues,
         }
 
