@@ -69,20 +69,50 @@ def idle_tmux(seconds: float, n: int) -> dict[str, Any]:
     return {"cpu_s": cpu1 - cpu0, "wakeups": cs1 - cs0, "seconds": seconds}
 
 
+def emulator_pids(pid: int) -> list[int]:
+    """The daemon's emulator pool processes (children running vibest_pty.emulator_process)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != pid:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if b"vibest_pty.emulator_process" in f.read():
+                    out.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _total_rss(pid: int) -> tuple[int, int, int]:
+    """(daemon, emulator processes summed, their count) after settling."""
+    daemon = _settle_rss(pid)
+    emus = emulator_pids(pid)
+    return daemon, sum(common.rss_bytes(p) for p in emus), len(emus)
+
+
 def memory_daemon(path: str, idle_n: int, full_n: int) -> dict[str, Any]:
+    """Per-session figures count the daemon and its emulator processes together (the emulators live there)."""
     env = {"RUST_PTY_SCROLLBACK_LINES": "10000", "RUST_PTY_MAX_SESSIONS": str(idle_n + full_n + 10)}
     with common.Daemon(env) as d:
         c = d.client()
-        empty = _settle_rss(d.pid)
+        empty, empty_emu, _ = _total_rss(d.pid)
         for _ in range(idle_n):
             c.create(shell="/bin/cat")
-        idle = _settle_rss(d.pid)
+        idle_d, idle_e, _ = _total_rss(d.pid)
         for _ in range(full_n):
             fill_session(c, path)
-        full = _settle_rss(d.pid)
+        full_d, full_e, members = _total_rss(d.pid)
         c.close()
-    return {"empty_mb": empty / MB, "per_idle_session_mb": (idle - empty) / idle_n / MB,
-            "per_full_session_mb": (full - idle) / full_n / MB}
+    idle, full = idle_d + idle_e, full_d + full_e
+    return {"empty_mb": empty / MB, "empty_emulators_mb": empty_emu / MB,
+            "per_idle_session_mb": (idle - empty - empty_emu) / idle_n / MB,
+            "per_full_session_mb": (full - idle) / full_n / MB,
+            "daemon_mb": full_d / MB, "emulators_mb": full_e / MB, "emulator_processes": members}
 
 
 def memory_tmux(path: str, idle_n: int, full_n: int) -> dict[str, Any]:
@@ -144,6 +174,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for who, r in res["idle"].items():
         print(f"  idle {who:6}: {r['cpu_s']:.3f} CPU s, {r['wakeups']} wake-ups in {r['seconds']:.0f} s "
               f"({args.idle_sessions} sessions)", flush=True)
+    dm = res["memory"]["daemon"]
+    print(f"  memory daemon: at the end {dm['daemon_mb']:.1f} MB in the daemon + {dm['emulators_mb']:.1f} MB in "
+          f"{dm['emulator_processes']} emulator processes", flush=True)
     for who, r in res["memory"].items():
         if who in ("daemon", "tmux"):
             print(f"  memory {who:6}: empty {r['empty_mb']:.1f} MB, per idle session {r['per_idle_session_mb']:.3f} MB,"

@@ -98,8 +98,9 @@ def open_fds(pid: int) -> int:
 
 
 def children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid="], capture_output=True, text=True).stdout
-    return [int(x) for x in out.split()]
+    """The daemon's children, less its emulator pool processes (which live as long as it does)."""
+    out = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if "vibest_pty.emulator_process" not in line]
 
 
 def rss(pid: int) -> int:

@@ -28,6 +28,8 @@ async def test_attach_is_atomic_under_flood(daemon_factory: Any) -> None:
     replayed into a fresh emulator, equals the daemon's own final state."""
     daemon = daemon_factory(env={"RUST_PTY_SCROLLBACK_LINES": "100"})
     owner = await daemon.client()
+    warm = await owner.create(shell="/bin/sh", args=["-c", "exec sleep 100"])
+    await owner.snapshot(warm["id"])  # the emulator process is up: this test is about atomicity, not a cold start
     everything = bytearray()
     owner.on("output", lambda ev: everything.extend(ev["data"]))
     s = await owner.create(

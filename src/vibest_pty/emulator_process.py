@@ -7,7 +7,8 @@ sessions; within a member, EmulatorHost serves its sessions round-robin.
 
 Daemon side (`EmulatorPool`, a feed Backend): one socketpair per member, both ends non-blocking on the daemon's
 loop (add_reader / add_writer, no threads); a session is assigned to the member with the fewest sessions when it is
-registered. Members are started at the first session (an empty daemon imports no emulator code). A member that
+registered (preferring members that are warm). The first member is started with the daemon (the daemon itself
+imports no emulator code), the others on demand. A member that
 dies is restarted and each of its sessions is rebuilt from its replay window (Feed.rebuild), its subscribers then
 marked for resync, with a log line; the daemon never dies of it.
 
@@ -38,7 +39,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vibest_pty.emulators")
 
-EMULATOR_NICE = 10  # below the daemon (and the sessions' programs) but not starved on a busy machine
+# Below the daemon and the sessions' programs (an echo is served before a flood's parsing), but not far below: on
+# this shared 2-core box (load ~8) a reply behind a snapshot behind a flood's 4 MiB backlog took 1.6 s at nice 10
+# and ~0.3 s at 5 (tests/test_flow.py budget: 1 s); SCHED_IDLE starves the emulators entirely under such load.
+EMULATOR_NICE = 5
 MAX_MESSAGE = 256 * 1024 * 1024  # a snapshot is at most a protocol frame (16 MiB by default) plus its fields
 RECV_SIZE = 1 << 20
 _HDR = struct.Struct(">I")
@@ -95,6 +99,7 @@ class _Member:
         self.index = index
         self.sessions: set[int] = set()
         self.restarts = 0
+        self.ready = False  # warmed up (its first event); new sessions prefer ready members
         self.pid = 0
         self.sock: socket.socket | None = None
         self._out = bytearray()
@@ -116,6 +121,7 @@ class _Member:
         finally:
             theirs.close()
         ours.setblocking(False)
+        self.ready = False
         self.sock = ours
         self._out = bytearray()
         self._writing = False
@@ -171,6 +177,10 @@ class _Member:
             self._died()
             return
         for events in batches:
+            if events and events[0][0] == "ready":
+                self.ready = True
+                self.pool.ready.set()
+                continue
             self.pool.dispatch(events)
 
     def _close(self) -> None:
@@ -226,11 +236,26 @@ class EmulatorPool:
         self._assigned: dict[int, _Member] = {}
         self.on_rebuilt = on_rebuilt
         self.stopping = False
+        self.ready = asyncio.Event()  # a member is warm
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Start the first member and wait until it is warm (the daemon's start): a member takes 0.6 CPU s to start
+        and warm up (2 s of wall time on this busy 2-core box), and a first session's programs would otherwise wait
+        that long for their queries' answers (vim's termresponse arrives after its timer, and it redraws late).
+        The daemon itself still imports no emulator code."""
+        if not self.members:
+            self.members.append(_Member(self, 0))
+        try:
+            await asyncio.wait_for(self.ready.wait(), timeout)
+        except TimeoutError:
+            log.warning("the emulator process is not ready after %.0f s; serving anyway", timeout)
 
     def register(self, feed: Feed) -> None:
-        if len(self.members) < self.size and all(m.sessions for m in self.members):
-            self.members.append(_Member(self, len(self.members)))  # started on demand, up to `size`
-        member = min(self.members, key=lambda m: len(m.sessions))
+        if len(self.members) < self.size and all(m.sessions and m.ready for m in self.members):
+            self.members.append(_Member(self, len(self.members)))  # started on demand (one at a time), up to `size`
+        # A member takes ~0.5-2 s to start and warm up: until it is ready, sessions go to the warm ones.
+        candidates = [m for m in self.members if m.ready] or self.members
+        member = min(candidates, key=lambda m: len(m.sessions))
         member.sessions.add(feed.sid)
         self._assigned[feed.sid] = member
         self.feeds[feed.sid] = feed
@@ -277,27 +302,29 @@ def serve(fd: int) -> None:
     from .emulator_host import EmulatorHost, warm_up
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C at the daemon's terminal is the daemon's to handle
+    warm_up()  # at normal priority: the first session's first snapshot waits for it
     try:
         os.nice(EMULATOR_NICE)
     except OSError:
         pass
     sock = socket.socket(fileno=fd)
+    sock.sendall(_pack([["ready", 0]]))
     reader = _Reader()
     events: list[Any] = []
     host = EmulatorHost(events.append)
-    warm_up()
     while True:
+        # One read per unit of work: reading until EAGAIN would never end while a flood keeps arriving, and the
+        # jobs queued behind it (a snapshot) would never run. Blocking only when there is nothing to do.
         sock.setblocking(not host.has_work())
-        while True:
-            try:
-                data = sock.recv(RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                break
+        try:
+            data = sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            data = None
+        if data is not None:
             if not data:
                 return  # the daemon closed its end (stopped, or died)
             for sid, cmds in reader.feed(data):
                 host.put(sid, [tuple(c) for c in cmds])
-            sock.setblocking(False)
         host.step()
         if events:
             sock.setblocking(True)

@@ -136,7 +136,8 @@ class Feed:
 
     # -- producer side (the session, on the loop) ------------------------------------------------------------------
 
-    def output(self, data: bytes) -> None:
+    def output(self, data: bytes, urgent: bool = False) -> None:
+        """`urgent`: the bytes hold a terminal query the emulator answers (a program waits for it): no lazy wake."""
         if self.closed or not data:
             return
         self._backlog.append(data)
@@ -144,7 +145,7 @@ class Feed:
         if self.offset - self.parsed > BACKLOG_HIGH and not self.paused:
             self.paused = True
             self._pause_fn(True)
-        self._wake_up(eager=self.offset - self.sent >= EAGER_BYTES)
+        self._wake_up(eager=urgent or self.offset - self.sent >= EAGER_BYTES)
 
     def resize(self, cols: int, rows: int) -> None:
         if self.closed:

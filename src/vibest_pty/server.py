@@ -459,6 +459,7 @@ class Server:
                 raise StartupError(f"a daemon is already running on {path}")
             log.info("removing stale socket %s", path)
             os.unlink(path)
+        await self.worker.start()  # the first emulator process, warm before the first client (see its doc)
         old_umask = os.umask(0o177)
         try:
             self._server = await self.loop.create_unix_server(

@@ -238,7 +238,7 @@ class Session:
         """Queries go to the emulator only (it answers them); the rest to both, in order."""
         emu = for_emulator(segs)  # queries.Marked when the responder must scan it
         if emu:
-            self.feed.output(emu)
+            self.feed.output(emu, urgent=len(segs) > 1 or not isinstance(segs[0], bytes))  # a query waits
         client = b"".join(s for s in segs if isinstance(s, bytes))
         if client:
             self._to_clients(client)
