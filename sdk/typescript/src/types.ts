@@ -42,6 +42,10 @@ export interface HelloInfo {
   version: string;
   pid: number;
   features: string[];
+  /** Random per daemon start, kept across an in-place upgrade: another value after a reconnect = another daemon. */
+  instance?: string;
+  /** The daemon's start (seconds since the epoch). */
+  started_at?: number;
 }
 
 export interface CreateSessionOptions {
