@@ -39,6 +39,8 @@ SPAWN_FAILED: Final = "spawn_failed"
 UNSUPPORTED_PROTOCOL: Final = "unsupported_protocol"
 UNAUTHORIZED: Final = "unauthorized"
 INTERNAL: Final = "internal"
+UPGRADE_FAILED: Final = "upgrade_failed"
+UPGRADE_IN_PROGRESS: Final = "upgrade_in_progress"
 DAEMON_RESTARTED: Final = "daemon_restarted"  # client-side: a reconnect found another daemon instance
 READ_ONLY: Final = "read_only"
 
@@ -46,7 +48,7 @@ ERROR_CODES: Final = frozenset(
     {
         BAD_FRAME, BAD_MESSAGE, UNKNOWN_TYPE, INVALID_ARGUMENT, SESSION_NOT_FOUND, SESSION_EXITED,
         INPUT_QUEUE_FULL, LIMIT_REACHED, SPAWN_FAILED, UNSUPPORTED_PROTOCOL, UNAUTHORIZED, INTERNAL,
-        DAEMON_RESTARTED,
+        DAEMON_RESTARTED, UPGRADE_FAILED, UPGRADE_IN_PROGRESS,
         READ_ONLY,
     }
 )
@@ -178,7 +180,7 @@ def decode_all(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> list[dict[str
 
 REQUEST_TYPES: Final = frozenset(
     {"hello", "create", "attach", "detach", "input", "resize", "kill", "signal", "ack", "list", "snapshot", "stats",
-     "prune"}
+     "prune", "upgrade"}
 )
 
 
@@ -390,3 +392,17 @@ def error(
     if session is not None:
         msg["session"] = session
     return msg
+
+
+MAX_UPGRADE_ARGS: Final = 256
+
+
+def parse_upgrade_command(msg: dict[str, Any]) -> list[str] | None:
+    """`upgrade`'s optional argv: a non-empty list of at most MAX_UPGRADE_ARGS strings without NUL."""
+    cmd = msg.get("command")
+    if cmd is None:
+        return None
+    if (not isinstance(cmd, list) or not cmd or len(cmd) > MAX_UPGRADE_ARGS
+            or not all(isinstance(a, str) and "\0" not in a for a in cmd) or not cmd[0]):
+        raise _bad("command", f"a non-empty list of at most {MAX_UPGRADE_ARGS} strings without NUL")
+    return list(cmd)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import itertools
 import logging
@@ -23,12 +24,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
-from . import __version__, protocol
+from . import __version__, protocol, upgrade
 from .config import Config, ConfigError
 from .flow import FlowLimits, Subscriber
 from .manager import Manager
 from .protocol import FrameDecoder, FrameError, Malformed, ProtocolError
 from .session import Session
+from .upgrade import Upgrader
 from .watchdog import Watchdog
 from .worker import EmulatorWorker
 
@@ -88,6 +90,9 @@ class Connection(asyncio.Protocol):
         self._closing = False
         self.peer_pid = 0
         self.client_name = ""
+        # What the transport still buffers (the kernel has not taken it): an upgrade moves it to the new code.
+        self._unsent: deque[bytes] = deque()
+        self._unsent_bytes = 0
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------------------
 
@@ -337,6 +342,10 @@ class Connection(asyncio.Protocol):
     def _stats(self, msg: dict[str, Any]) -> Reply:
         return self.server.stats()
 
+    def _upgrade(self, msg: dict[str, Any]) -> Reply:
+        pending = self.server.upgrader.request(self, self._rid, protocol.parse_upgrade_command(msg))
+        return {} if pending is None else pending
+
     def _prune(self, msg: dict[str, Any]) -> Reply:
         return {"removed": self.manager.prune()}
 
@@ -423,7 +432,16 @@ class Connection(asyncio.Protocol):
                 size += len(frame)
             if not batch:
                 break
-            transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+            data = batch[0] if len(batch) == 1 else b"".join(batch)
+            transport.write(data)
+            if buffered := transport.get_write_buffer_size():
+                self._unsent.append(data)
+                self._unsent_bytes += len(data)
+                while self._unsent_bytes - len(self._unsent[0]) >= buffered:
+                    self._unsent_bytes -= len(self._unsent.popleft())
+            elif self._unsent:
+                self._unsent.clear()
+                self._unsent_bytes = 0
             self.server.frames_out += len(batch)
         if self._failing and not control:
             self._finish_fail()
@@ -492,6 +510,7 @@ _HANDLERS: dict[str, Callable[[Connection, dict[str, Any]], Reply]] = {
     "snapshot": Connection._snapshot,
     "stats": Connection._stats,
     "prune": Connection._prune,
+    "upgrade": Connection._upgrade,
 }
 assert set(_HANDLERS) == protocol.REQUEST_TYPES
 
@@ -530,6 +549,7 @@ class Server:
         self.upgrades = 0
         self.last_upgrade_pause_ms: float | None = None
         self.loop = asyncio.get_running_loop()
+        self.upgrader = Upgrader(self)
 
     # -- startup ------------------------------------------------------------------------------------------------
 
@@ -554,11 +574,23 @@ class Server:
         finally:
             os.umask(old_umask)
         os.chmod(path, 0o600)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self.loop.add_signal_handler(sig, self.request_stop, sig)
+        self._signals()
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closing terminal must not take the daemon down
         self.worker.warm_up()
         log.info("vibest-pty-daemon %s listening on %s (pid %d)", __version__, path, os.getpid())
+
+    def _signals(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.request_stop, sig)
+        self.loop.add_signal_handler(signal.SIGUSR2, self.upgrader.on_signal)
+
+    async def restore(self, state: dict[str, Any]) -> None:
+        """Startup after an in-place upgrade: everything comes from the old code's state."""
+        self.config = dataclasses.replace(self.config, socket_path=state["socket_path"])
+        await upgrade.restore(self, state)
+        self._signals()
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.worker.warm_up()
 
     def request_stop(self, sig: int | None = None) -> None:
         if sig is not None:
@@ -672,7 +704,11 @@ def _is_live(path: str) -> bool:
 async def run(config: Config) -> int:
     server = Server(config)
     try:
-        await server.startup()
+        state = upgrade.take_state()
+        if state is not None:
+            await server.restore(state)
+        else:
+            await server.startup()
     except StartupError as exc:
         log.error("%s", exc)
         return 1
@@ -692,6 +728,8 @@ def setup_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (rc := upgrade.check_main(sys.argv[1:] if argv is None else argv)) is not None:
+        return rc
     try:
         config = Config.load(argv)
     except ConfigError as exc:
