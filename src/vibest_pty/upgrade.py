@@ -668,8 +668,8 @@ def _restore_session(srv: Server, rec: dict[str, Any]) -> Session:
     m, cfg, loop = srv.manager, srv.config, srv.loop
     fd = rec["fd"]
     dummy = -1
-    if fd < 0:  # exited: the constructor wants a master to watch
-        dummy = fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    if fd < 0:  # exited: the constructor wants a master to watch (a pipe: epoll refuses /dev/null)
+        fd, dummy = os.pipe2(os.O_CLOEXEC)
     extras = pickle.loads(rec["extras"])
     params = inspect.signature(Session.__init__).parameters
     s = Session(
@@ -685,6 +685,7 @@ def _restore_session(srv: Server, rec: dict[str, Any]) -> Session:
         os.close(s._pidfd)
     if dummy >= 0:
         os.close(dummy)
+        os.close(fd)
     s.pid = rec["pid"]
     s._fd = rec["fd"]
     s._pidfd = rec["pidfd"]
