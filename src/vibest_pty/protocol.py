@@ -39,8 +39,6 @@ SPAWN_FAILED: Final = "spawn_failed"
 UNSUPPORTED_PROTOCOL: Final = "unsupported_protocol"
 UNAUTHORIZED: Final = "unauthorized"
 INTERNAL: Final = "internal"
-UPGRADE_FAILED: Final = "upgrade_failed"
-UPGRADE_IN_PROGRESS: Final = "upgrade_in_progress"
 DAEMON_RESTARTED: Final = "daemon_restarted"  # client-side: a reconnect found another daemon instance
 READ_ONLY: Final = "read_only"
 
@@ -48,7 +46,7 @@ ERROR_CODES: Final = frozenset(
     {
         BAD_FRAME, BAD_MESSAGE, UNKNOWN_TYPE, INVALID_ARGUMENT, SESSION_NOT_FOUND, SESSION_EXITED,
         INPUT_QUEUE_FULL, LIMIT_REACHED, SPAWN_FAILED, UNSUPPORTED_PROTOCOL, UNAUTHORIZED, INTERNAL,
-        DAEMON_RESTARTED, UPGRADE_FAILED, UPGRADE_IN_PROGRESS,
+        DAEMON_RESTARTED,
         READ_ONLY,
     }
 )
@@ -180,7 +178,7 @@ def decode_all(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> list[dict[str
 
 REQUEST_TYPES: Final = frozenset(
     {"hello", "create", "attach", "detach", "input", "resize", "kill", "signal", "ack", "list", "snapshot", "stats",
-     "prune", "upgrade"}
+     "prune"}
 )
 
 
@@ -314,6 +312,7 @@ class CreateOptions:
     queries: str = "daemon"  # who answers terminal queries: the session's emulator, or the clients (queries.py)
     colors: Colors | None = None
     size_policy: str = "latest"
+    env_mode: str = "merge"  # "replace": env is the whole environment (what node-pty's spawn passes)
 
 
 MAX_KILL_AFTER_DETACH_S: Final = 365 * 86400
@@ -365,6 +364,7 @@ def parse_create_options(msg: dict[str, Any]) -> CreateOptions:
         colors=get_colors(o),
         size_policy=_one_of(o, "size_policy", POLICIES, "latest"),
         kill_after_detach_s=_kill_after_detach(o),
+        env_mode=_one_of(o, "env_mode", ("merge", "replace"), "merge"),
     )
 
 
@@ -392,17 +392,3 @@ def error(
     if session is not None:
         msg["session"] = session
     return msg
-
-
-MAX_UPGRADE_ARGS: Final = 256
-
-
-def parse_upgrade_command(msg: dict[str, Any]) -> list[str] | None:
-    """`upgrade`'s optional argv: a non-empty list of at most MAX_UPGRADE_ARGS strings without NUL."""
-    cmd = msg.get("command")
-    if cmd is None:
-        return None
-    if (not isinstance(cmd, list) or not cmd or len(cmd) > MAX_UPGRADE_ARGS
-            or not all(isinstance(a, str) and "\0" not in a for a in cmd) or not cmd[0]):
-        raise _bad("command", f"a non-empty list of at most {MAX_UPGRADE_ARGS} strings without NUL")
-    return list(cmd)

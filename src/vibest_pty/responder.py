@@ -138,11 +138,12 @@ class Responder:
     def resize(self, cols: int, rows: int) -> None:
         self.cols, self.rows = cols, rows
 
-    def write(self, data: bytes) -> bytes:
-        """Feed `data` to the terminal; the replies its queries got, in order (b"" for none)."""
+    def write(self, data: bytes, scan: bool = True) -> bytes:
+        """Feed `data` to the terminal; the replies its queries got, in order (b"" for none). `scan=False`: the
+        caller knows `data` holds no DECXCPR or XTGETTCAP query (queries.Marked), which saves a pass over it."""
         data = agree(data)
         t = self._t
-        if b"\x1b" in data and (b"\x1b[?6n" in data or b"\x1bP+q" in data):
+        if scan and b"\x1b" in data and (b"\x1b[?6n" in data or b"\x1bP+q" in data):
             pos = 0
             for m in _OURS.finditer(data):
                 if m.start() > pos:
