@@ -99,6 +99,10 @@ class QueueStats(TypedDict, total=False):
 
 
 class Stats(TypedDict, total=False):
+    version: str
+    instance: str
+    upgrades: int
+    last_upgrade_pause_ms: float | None
     uptime: float
     connections: int
     sessions: int
@@ -115,8 +119,8 @@ class HelloInfo(TypedDict):
     version: str
     pid: int
     features: builtins.list[str]
-    instance: NotRequired[str]  # random per daemon start, kept across an in-place upgrade
-    started_at: NotRequired[float]
+    instance: str  # random per daemon start, kept across an in-place upgrade
+    started_at: float
 
 
 class AttachResult(TypedDict):

@@ -302,8 +302,8 @@ export class PtyDaemonClient extends TypedEmitter {
               version: msg.version as string,
               pid: msg.pid as number,
               features: (msg.features as string[]) ?? [],
-              ...(typeof msg.instance === "string" ? { instance: msg.instance } : {}),
-              ...(typeof msg.started_at === "number" ? { started_at: msg.started_at } : {}),
+              instance: msg.instance as string,
+              started_at: msg.started_at as number,
             });
           },
           fail,

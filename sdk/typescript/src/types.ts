@@ -45,9 +45,9 @@ export interface HelloInfo {
   pid: number;
   features: string[];
   /** Random per daemon start, kept across an in-place upgrade: another value after a reconnect = another daemon. */
-  instance?: string;
+  instance: string;
   /** The daemon's start (seconds since the epoch). */
-  started_at?: number;
+  started_at: number;
 }
 
 export interface CreateSessionOptions {
@@ -121,6 +121,12 @@ export interface QueueStats {
 }
 
 export interface Stats {
+  version: string;
+  /** The daemon's identity (HelloInfo.instance). */
+  instance: string;
+  /** In-place upgrades since the daemon started (docs/upgrade.md). */
+  upgrades: number;
+  last_upgrade_pause_ms: number | null;
   /** Seconds. */
   uptime: number;
   connections: number;
