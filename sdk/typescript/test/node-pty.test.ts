@@ -121,3 +121,12 @@ test("session handles: createSession's result and client.session(id) have their 
   await s.kill(); // removes the exited record
   await assert.rejects(s.info(), /session_not_found/);
 });
+
+test("a node-pty program that cannot be started exits with code 1 and `ready` rejects with spawn_failed", async () => {
+  const { spawn } = await import("@vibest/pty-daemon/node-pty");
+  const p = spawn("/nonexistent/program", [], { client });
+  const exit = new Promise<{ exitCode: number }>((resolve) => p.onExit(resolve));
+  await assert.rejects(p.ready, /spawn_failed/);
+  assert.deepEqual(await exit, { exitCode: 1 });
+  assert.equal(p.pid, 0);
+});
