@@ -98,9 +98,11 @@ def open_fds(pid: int) -> int:
 
 
 def children(pid: int) -> list[int]:
-    """The daemon's children, less its emulator pool processes (which live as long as it does)."""
+    """The daemon's children but its watchdog (one per daemon, for its whole life: docs/upgrade.md) and its emulator
+    pool processes (which live as long as it does)."""
     out = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if "vibest_pty.emulator_process" not in line]
+    return [int(line.split()[0]) for line in out.splitlines()
+            if "vibest_pty.emulator_process" not in line and "vibest_pty.watchdog" not in line]
 
 
 def rss(pid: int) -> int:

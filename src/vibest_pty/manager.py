@@ -15,6 +15,7 @@ from .feed import Backend
 from .protocol import CreateOptions, ProtocolError
 from .pty import spawn
 from .session import Counters, Session, SessionLimits, SessionSpec
+from .watchdog import Watchdog
 
 log = logging.getLogger("vibest_pty.manager")
 
@@ -32,6 +33,7 @@ class Manager:
         self._exited: OrderedDict[int, None] = OrderedDict()  # exit order, oldest first
         self._next_id = 1
         self.counters = Counters()
+        self.watchdog: Watchdog | None = None  # told each session, so none outlives a daemon that is killed
         self.started_at = time.monotonic()
         self._all_exited = asyncio.Event()
         self._all_exited.set()
@@ -85,6 +87,8 @@ class Manager:
             self.limits, self.worker, on_exit=self._on_exit, counters=self.counters,
         )
         self.sessions[sid] = session
+        if self.watchdog is not None:
+            self.watchdog.track(child.pid)
         self._all_exited.clear()
         if opts.kill_after_detach_s is not None:
             self._kill_after[sid] = opts.kill_after_detach_s
@@ -151,6 +155,8 @@ class Manager:
         s = self.sessions.pop(sid, None)
         if s is not None:
             s.close()
+            if self.watchdog is not None:
+                self.watchdog.forget(s.pid)
 
     def kill(self, sid: int) -> None:
         s = self.get(sid)

@@ -44,6 +44,10 @@ export interface HelloInfo {
   version: string;
   pid: number;
   features: string[];
+  /** Random per daemon start, kept across an in-place upgrade: another value after a reconnect = another daemon. */
+  instance: string;
+  /** The daemon's start (seconds since the epoch). */
+  started_at: number;
 }
 
 export interface CreateSessionOptions {
@@ -108,9 +112,21 @@ export interface QueueStats {
   events: number;
   bytes: number;
   level: BackpressureLevel;
+  /** Frames thrown away by overflows. */
+  discarded: number;
+  /** Resyncs sent to this subscriber. */
+  resyncs: number;
+  /** Backpressure warnings sent to this subscriber. */
+  warnings: number;
 }
 
 export interface Stats {
+  version: string;
+  /** The daemon's identity (HelloInfo.instance). */
+  instance: string;
+  /** In-place upgrades since the daemon started (docs/upgrade.md). */
+  upgrades: number;
+  last_upgrade_pause_ms: number | null;
   /** Seconds. */
   uptime: number;
   connections: number;
@@ -118,6 +134,8 @@ export interface Stats {
   running: number;
   bytes_in: number;
   bytes_out: number;
+  /** Frames written to clients. */
+  frames_out: number;
   rss: number;
   queues: QueueStats[];
 }
