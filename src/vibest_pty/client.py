@@ -111,6 +111,8 @@ class Stats(TypedDict, total=False):
     bytes_out: int
     frames_out: int
     rss: int
+    emulators: builtins.list[dict[str, int]]  # the emulator processes: pid, rss, sessions, restarts
+    emulators_rss: int
     queues: builtins.list[QueueStats]
 
 

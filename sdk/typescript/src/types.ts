@@ -137,6 +137,10 @@ export interface Stats {
   /** Frames written to clients. */
   frames_out: number;
   rss: number;
+  /** The emulator processes: pid, rss, sessions, restarts (docs/architecture.md, "Processes"). */
+  emulators: Record<string, number>[];
+  /** Their RSS summed (bytes); `rss` is the daemon's own. */
+  emulators_rss: number;
   queues: QueueStats[];
 }
 

@@ -38,7 +38,7 @@ const TYPE_KEYS: Record<string, Record<string, true>> = {
   } satisfies Exact<QueueStats>,
   Stats: {
     version: true, instance: true, upgrades: true, last_upgrade_pause_ms: true, uptime: true, connections: true, sessions: true, running: true, bytes_in: true, bytes_out: true,
-    frames_out: true, rss: true, queues: true,
+    frames_out: true, rss: true, emulators: true, emulators_rss: true, queues: true,
   } satisfies Exact<Stats>,
 };
 
