@@ -10,10 +10,12 @@ from collections import OrderedDict
 from typing import Any
 
 from . import protocol
+from .agent import Hub, SessionAgent, new_nonce
 from .config import Config
 from .protocol import CreateOptions, ProtocolError
 from .pty import spawn
 from .session import Counters, Session
+from .shell_integration import inject
 from .worker import EmulatorWorker
 
 log = logging.getLogger("vibest_pty.manager")
@@ -33,6 +35,7 @@ class Manager:
         # Sessions created with kill_after_detach_s, and the pending kill of those nobody is attached to.
         self._kill_after: dict[int, float] = {}
         self._kill_timers: dict[int, asyncio.TimerHandle] = {}
+        self.hub = Hub()  # connections watching every session (agent.py)
 
     @property
     def running_count(self) -> int:
@@ -66,8 +69,13 @@ class Manager:
         if not any(env.get(v) for v in ("LC_ALL", "LC_CTYPE", "LANG")):
             env["LANG"] = "C.UTF-8"
         env.update(opts.env)
+        nonce = new_nonce()
+        spawn_argv, env, injected = argv, env, False
+        if opts.shell_integration:
+            sp = inject(argv, env, nonce)
+            spawn_argv, env, injected = sp.argv, sp.env, sp.injected
         try:
-            child = spawn(argv, env, cwd, opts.cols, opts.rows)
+            child = spawn(spawn_argv, env, cwd, opts.cols, opts.rows)
         except OSError as exc:
             raise ProtocolError(protocol.SPAWN_FAILED, f"cannot start {shell!r}: {exc.strerror or exc}") from None
         sid = self._next_id
@@ -79,8 +87,10 @@ class Manager:
             on_exit=self._on_exit, counters=self.counters, worker=self.worker,
             queries=opts.queries, colors=opts.colors, size_policy=opts.size_policy,
         )
+        session.agent = SessionAgent(session, nonce, injected, self.hub)
         self.sessions[sid] = session
         self._all_exited.clear()
+        self.hub.created(session)
         if opts.kill_after_detach_s is not None:
             self._kill_after[sid] = opts.kill_after_detach_s
             if not opts.attach:
@@ -114,6 +124,7 @@ class Manager:
 
     def _on_exit(self, session: Session) -> None:
         self._cancel_kill(session.id)
+        self.hub.exited(session)
         self._exited[session.id] = None
         while len(self._exited) > self.config.max_exited:
             old, _ = self._exited.popitem(last=False)
@@ -139,6 +150,7 @@ class Manager:
         s = self.sessions.pop(sid, None)
         if s is not None:
             s.close()
+            self.hub.removed(sid)
 
     def kill(self, sid: int) -> None:
         s = self.get(sid)

@@ -176,7 +176,7 @@ def decode_all(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> list[dict[str
 
 REQUEST_TYPES: Final = frozenset(
     {"hello", "create", "attach", "detach", "input", "resize", "kill", "signal", "ack", "list", "snapshot", "stats",
-     "prune"}
+     "prune", "run", "wait", "text", "watch", "unwatch"}
 )
 
 
@@ -310,6 +310,7 @@ class CreateOptions:
     queries: str = "daemon"  # who answers terminal queries: the session's emulator, or the clients (queries.py)
     colors: Colors | None = None
     size_policy: str = "latest"
+    shell_integration: bool = True  # bash/zsh/fish get OSC 133 marks injected (shell_integration/, agent.py)
 
 
 MAX_KILL_AFTER_DETACH_S: Final = 365 * 86400
@@ -361,6 +362,7 @@ def parse_create_options(msg: dict[str, Any]) -> CreateOptions:
         colors=get_colors(o),
         size_policy=_one_of(o, "size_policy", POLICIES, "latest"),
         kill_after_detach_s=_kill_after_detach(o),
+        shell_integration=get_bool(o, "shell_integration", True),
     )
 
 

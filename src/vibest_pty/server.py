@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from . import __version__, protocol
+from . import __version__, agent, protocol
 from .config import Config, ConfigError
 from .flow import FlowLimits, Outbox, OutboxLimits, Slot, State, Subscriber
 from .manager import Manager
@@ -31,13 +31,13 @@ from .worker import EmulatorWorker
 
 log = logging.getLogger("vibest_pty.server")
 
-FEATURES = ["snapshot", "replay", "resync", "signal-names", "tags", "prune"]
+FEATURES = ["snapshot", "replay", "resync", "signal-names", "tags", "prune", "shell-integration"]
 WRITE_HIGH = 64 * 1024  # the transport's own buffer stays this small; the rest waits in our fair queues
 WRITE_LOW = 16 * 1024
 CLOSE_TIMEOUT_S = 5.0
 _PEERCRED = struct.Struct("3i")
 
-Reply = dict[str, Any] | Slot
+Reply = dict[str, Any] | Slot | None  # None: the handler replies later itself (agent.py: run, wait)
 
 
 class StartupError(Exception):
@@ -86,6 +86,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.pop(self.id, None)
+        self.manager.hub.watchers.pop(self.id, None)
+        agent.cancel_tasks(self)
         self._unsubscribe_all()
         self.outbox.lost()
         log.debug("connection %d closed", self.id)
@@ -148,7 +150,7 @@ class Connection(asyncio.Protocol):
             log.exception("internal error handling %r", rtype)
             self.send_control(protocol.error(rid, protocol.INTERNAL, f"internal error: {exc}", rtype, session_field))
             return
-        if rid is not None and not isinstance(result, Slot):
+        if rid is not None and result is not None and not isinstance(result, Slot):
             self.send_control(protocol.ok(rid, **result))
 
     def _hello(self, msg: dict[str, Any]) -> Reply:
@@ -405,6 +407,11 @@ _HANDLERS: dict[str, Callable[[Connection, dict[str, Any]], Reply]] = {
     "snapshot": Connection._snapshot,
     "stats": Connection._stats,
     "prune": Connection._prune,
+    "run": agent.handle_run,
+    "wait": agent.handle_wait,
+    "text": agent.handle_text,
+    "watch": agent.handle_watch,
+    "unwatch": agent.handle_unwatch,
 }
 assert set(_HANDLERS) == protocol.REQUEST_TYPES
 

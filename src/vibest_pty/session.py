@@ -21,6 +21,7 @@ from . import protocol
 from .worker import EmulatorWorker
 
 if TYPE_CHECKING:
+    from .agent import SessionAgent
     from .emulator import Emulator, ScreenState
 from .flow import FlowLimits, Sink, Subscriber
 from .protocol import ProtocolError
@@ -104,6 +105,7 @@ class Session:
         self._replay = bytearray()
         self._replay_max = replay_bytes
         self.subscribers: dict[int, Subscriber] = {}  # by connection id
+        self.agent: SessionAgent | None = None  # shell tracking, set by the manager (agent.py)
         self._input: deque[memoryview] = deque()
         self._input_bytes = 0
         self._input_max = input_queue_bytes
@@ -200,6 +202,10 @@ class Session:
         self._counters.bytes_out += len(data)
         for sub in tuple(self.subscribers.values()):  # a push may close its connection (auto-disconnect)
             sub.push(frame)
+        if self.agent is not None:
+            for event in self.agent.feed(data):  # `command` events, in stream order after their output
+                for sub in tuple(self.subscribers.values()):
+                    sub.push(event)
 
     def _parse(self) -> None:
         """Worker thread: parse what was submitted, up to the first fence (a snapshot or resize waits there)."""
@@ -327,6 +333,8 @@ class Session:
             sub.push_exit(frame)
         log.info("session %d exited (code=%s signal=%s)", self.id, self.exit_code, self.exit_signal)
         self._on_exit(self)
+        if self.agent is not None:
+            self.agent.exited()
 
     # -- requests ----------------------------------------------------------------------------------------------
 
@@ -483,6 +491,7 @@ class Session:
             "cwd": self.cwd(), "title": self.title, "cols": self.cols, "rows": self.rows,
             "created_at": self.created_at, "last_attached_at": self.last_attached_at, "running": self.running,
             "exit_code": self.exit_code, "exit_signal": self.exit_signal, "clients": len(self.subscribers),
+            **(self.agent.info() if self.agent is not None else {}),
         }
 
     # -- subscribers -------------------------------------------------------------------------------------------
