@@ -194,3 +194,15 @@ async def test_watch_sees_sessions_made_by_another_connection(client: Client, da
     ends = [e for e in seen if e["type"] == "command" and e.get("session") == sid]
     assert any(e["exit_code"] == 2 for e in ends)
     await client.request("unwatch")
+
+
+async def test_python_client_agent_methods(client: Client, home: Path) -> None:
+    sid = await make(client, home, "bash")
+    assert (await client.wait_for(sid, "prompt", timeout_ms=10_000))["shell_state"] == "prompt"
+    ok = await client.run_command(sid, "echo via-client; false", timeout_ms=10_000)
+    assert ok["exit_code"] == 1 and ok["output"] == "via-client"
+    assert "via-client" in (await client.get_text(sid, "all"))["text"]
+    assert (await client.get_text(sid, since=ok["output_offsets"][0]))["text"].startswith("via-client")
+    assert (await client.wait_for(sid, "idle", idle_ms=100, timeout_ms=10_000))["offset"] > 0
+    assert any(s["id"] == sid for s in await client.watch())
+    await client.unwatch()

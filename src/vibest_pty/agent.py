@@ -55,9 +55,12 @@ def new_nonce() -> str:
 
 
 class SessionAgent:
-    def __init__(self, session: Session, nonce: str | None, injected: bool, hub: Hub | None) -> None:
+    def __init__(
+        self, session: Session, nonce: str | None, injected: bool, hub: Hub | None, shell: str | None = None
+    ) -> None:
         self.session = session
         self.injected = injected
+        self.shell = shell  # "bash" | "zsh" | "fish" when injected
         self.tracker = ShellTracker(nonce if injected else None)
         self.hub = hub
         self.last_output = time.monotonic()
@@ -347,7 +350,10 @@ async def _run(agent: SessionAgent, command: str, timeout_ms: int | None) -> dic
         agent._capture_seq = seq0
         body = command.encode()
         # Bracketed paste keeps a multi-line command one input (no line runs before the rest has arrived).
-        data = b"\x1b[200~" + body + b"\x1b[201~\r" if tr.bracketed_paste else body + b"\r"
+        # zsh (>= 5.1) and fish (>= 3) bind the paste sequence whether or not they have sent ?2004h yet (zsh
+        # sends it just after the B mark); bash's readline only when its mode is on, which it sends before A.
+        paste = tr.bracketed_paste or agent.shell in ("zsh", "fish")
+        data = b"\x1b[200~" + body + b"\x1b[201~\r" if paste else body + b"\r"
         session.write_input(data)
         started = time.monotonic()
         try:

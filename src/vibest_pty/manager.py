@@ -72,10 +72,10 @@ class Manager:
             env["LANG"] = "C.UTF-8"
         env.update(opts.env)
         nonce = new_nonce()
-        spawn_argv, env, injected = argv, env, False
+        spawn_argv, env, injected, shell_name = argv, env, False, None
         if opts.shell_integration:
             sp = inject(argv, env, nonce)
-            spawn_argv, env, injected = sp.argv, sp.env, sp.injected
+            spawn_argv, env, injected, shell_name = sp.argv, sp.env, sp.injected, sp.shell
         try:
             child = spawn(spawn_argv, env, cwd, opts.cols, opts.rows)
         except OSError as exc:
@@ -89,7 +89,7 @@ class Manager:
             on_exit=self._on_exit, counters=self.counters, worker=self.worker,
             queries=opts.queries, colors=opts.colors, size_policy=opts.size_policy,
         )
-        session.agent = SessionAgent(session, nonce, injected, self.hub)
+        session.agent = SessionAgent(session, nonce, injected, self.hub, shell_name)
         self.sessions[sid] = session
         self._all_exited.clear()
         self.hub.created(session)

@@ -219,6 +219,7 @@ class ShellTracker:
         self.seq = 0
         self.last: LastCommand | None = None  # the running or last finished command
         self.marks_seen = False
+        self._sends_b = False
 
     def feed(self, data: bytes) -> list[CommandEvent]:
         out: list[CommandEvent] = []
@@ -235,7 +236,14 @@ class ShellTracker:
         self.marks_seen = True
         if m.kind in ("A", "B"):
             self.state = "prompt"
-            self.ready = True
+            # Ready for input at B: between A and B the shell is still drawing the prompt and may not have
+            # turned bracketed paste on yet (fish sends ?2004h there). A alone counts only for a program that
+            # marks prompts but never sends B (foreign marks, no nonce).
+            if m.kind == "B":
+                self._sends_b = True
+                self.ready = True
+            elif self.parser.nonce is None and not self._sends_b:
+                self.ready = True
             self.prompt_offset = m.end
         elif m.kind == "C":
             last = self.last
