@@ -10,9 +10,9 @@ connection in request order): the handler returns None and the reply is sent whe
 requests of the same connection are answered meanwhile, so these replies may come out of request order; clients
 match replies by id.
 
-Text is rendered through an emulator on the emulator worker thread: the screen/scrollback of the session's own
-emulator (after exactly the output so far, like a snapshot), or, for `run` and `text since`, the raw output bytes
-fed to a scratch emulator of the session's width (overwrites, `\\r` progress bars, wide characters and soft wraps
+Text is rendered through an emulator: the screen/scrollback of the session's own emulator (after exactly the
+output so far, like a snapshot; feed.py), or, for `run` and `text since`, the raw output bytes fed to a scratch
+emulator of the session's width (in an executor thread) (overwrites, `\\r` progress bars, wide characters and soft wraps
 resolved as a person would see them).
 """
 
@@ -194,54 +194,31 @@ def render(data: bytes, cols: int, rows: int) -> str:
     try:
         emu.feed(data)
         # Trailing blank rows are not output: zsh's PROMPT_SP line, the cursor's row after a final newline.
-        return emu.text(scrollback=True).rstrip("\n")
+        return emu.text("all").rstrip("\n")
     finally:
         emu.close()
 
 
 async def on_worker(session: Session, fn: Callable[[], str]) -> str:
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[str] = loop.create_future()
-
-    def settle(value: str | BaseException) -> None:
-        if fut.done():
-            return
-        if isinstance(value, BaseException):
-            fut.set_exception(value)
-        else:
-            fut.set_result(value)
-
-    def job() -> None:
-        try:
-            value: str | BaseException = fn()
-        except Exception as exc:
-            log.exception("session %d: text failed", session.id)
-            value = exc
-        loop.call_soon_threadsafe(settle, value)
-
-    session._worker.submit(job)
-    return await fut
+    """Render in a thread of the loop's executor: CPU in native code (cffi releases the GIL), off the loop. The
+    session's own emulator is not involved (it may run in another process, see feed.py)."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn)
 
 
 async def screen_text(session: Session, scope: str) -> str:
-    """The session's own emulator after exactly the output so far (the job waits at a fence like a snapshot)."""
-    if session.emulator.closed:
-        raise ProtocolError(protocol.SESSION_EXITED, f"session {session.id} is closed")
-    emu, fence = session.emulator, session._fence()
+    """The session's own emulator after exactly the output so far (exact at its offset, like a snapshot)."""
+    fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
-    def job() -> str:
-        session._catch_up(fence)
-        if emu.closed:
-            return ""
-        if scope == "screen":
-            return emu.text()
-        full = emu.text(scrollback=True)
-        if scope == "all":
-            return full
-        screen = emu.text()
-        return full[: len(full) - len(screen)].rstrip("\n") if full.endswith(screen) else full
+    def done(value: Any) -> None:
+        if fut.done():
+            return
+        if isinstance(value, Exception):
+            fut.set_exception(value)
+        else:
+            fut.set_result(str(value))
 
-    return await on_worker(session, job)
+    session.request_text(scope, done)
+    return await fut
 
 
 def _cap(text: str) -> tuple[str, bool]:
@@ -463,8 +440,8 @@ def handle_text(conn: Connection, msg: dict[str, Any]) -> Slot | dict[str, Any]:
         since = protocol.get_int(msg, "since", hi=2**63 - 1)
         if since > session.offset:
             raise ProtocolError(protocol.INVALID_ARGUMENT, f"since={since} is past the session's offset")
-        start = session.offset - len(session._replay)
-        raw = bytes(session._replay[max(since, start) - start :])
+        start, window = session.replay.window()
+        raw = window[max(since, start) - start :]
         offset, cols, rows = session.offset, session.cols, session.rows
 
         async def since_text() -> dict[str, Any]:

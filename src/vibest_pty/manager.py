@@ -14,7 +14,7 @@ from .agent import Hub, SessionAgent, new_nonce
 from .config import Config
 from .protocol import CreateOptions, ProtocolError
 from .pty import spawn
-from .session import Counters, Session
+from .session import Counters, Session, SessionLimits, SessionSpec
 from .shell_integration import inject
 from .worker import EmulatorWorker
 
@@ -25,6 +25,11 @@ class Manager:
     def __init__(self, config: Config, worker: EmulatorWorker) -> None:
         self.config = config
         self.worker = worker
+        self.limits = SessionLimits(
+            scrollback_lines=config.scrollback_lines, replay_bytes=config.replay_bytes,
+            input_queue_bytes=config.input_queue_bytes, kill_grace_s=config.kill_grace_ms / 1000,
+            max_frame=config.max_frame,
+        )
         self.sessions: dict[int, Session] = {}
         self._exited: OrderedDict[int, None] = OrderedDict()  # exit order, oldest first
         self._next_id = 1
@@ -83,11 +88,9 @@ class Manager:
         sid = self._next_id
         self._next_id += 1
         session = Session(
-            sid, child, argv, cwd, opts.cols, opts.rows, opts.name, dict(opts.tags),
-            scrollback_lines=cfg.scrollback_lines, replay_bytes=cfg.replay_bytes,
-            input_queue_bytes=cfg.input_queue_bytes, kill_grace_s=cfg.kill_grace_ms / 1000,
-            on_exit=self._on_exit, counters=self.counters, worker=self.worker,
-            queries=opts.queries, colors=opts.colors, size_policy=opts.size_policy,
+            sid, child, SessionSpec(argv, cwd, opts.cols, opts.rows, opts.name, dict(opts.tags), queries=opts.queries,
+                                    colors=opts.colors, size_policy=opts.size_policy),
+            self.limits, self.worker, on_exit=self._on_exit, counters=self.counters,
         )
         session.agent = SessionAgent(session, nonce, injected, self.hub, shell_name)
         self.sessions[sid] = session
@@ -173,4 +176,5 @@ class Manager:
         except TimeoutError:
             log.warning("%d sessions still running at shutdown", self.running_count)
         for sid in list(self.sessions):
+            self.sessions[sid].settle_kill()  # we are leaving: SIGKILL the stragglers now and reap the leader
             self._drop(sid)
