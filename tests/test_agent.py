@@ -41,6 +41,14 @@ async def run(c: Client, sid: int, command: str, timeout_ms: int = 30_000) -> di
     return await c.request("run", session=sid, command=command, timeout_ms=timeout_ms)
 
 
+async def until_running(c: Client, sid: int) -> None:
+    for _ in range(400):
+        if next(s for s in await c.list_sessions() if s["id"] == sid)["shell_state"] == "running":
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError("the command did not start")
+
+
 @pytest.mark.parametrize("shell", SHELLS)
 async def test_run_returns_exit_codes_and_rendered_output(client: Client, home: Path, shell: str) -> None:
     sid = await make(client, home, shell)
@@ -68,6 +76,7 @@ async def test_run_of_ten_thousand_lines_and_stdin(client: Client, home: Path, s
     assert lines == [str(i) for i in range(1, 10001)]
     # a command reading stdin: it waits; we type its input, then its end comes
     task = asyncio.ensure_future(run(client, sid, "head -n 1"))
+    await until_running(client, sid)
     await client.request("wait", session=sid, **{"for": "idle"}, idle_ms=300, timeout_ms=10_000)
     await client.input(sid, b"typed line\r")
     ok = await task
