@@ -71,6 +71,17 @@ class SessionInfo(TypedDict):
     exit_signal: int | None
     clients: int
     process: str  # the terminal's foreground program (its process group leader's name)
+    shell_state: str  # "prompt" | "running" | "unknown" (shell integration, docs/protocol.md "Agents")
+    shell_integration: bool
+    last_command: LastCommand | None
+
+
+class LastCommand(TypedDict):
+    command: str | None
+    exit_code: int | None
+    started_at: float
+    finished_at: float | None
+    cwd: str | None
 
 
 class Snapshot(TypedDict):

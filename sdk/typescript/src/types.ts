@@ -20,6 +20,21 @@ export interface SessionInfo {
   clients: number;
   /** The terminal's foreground program (its process group leader's name, at most 15 bytes); "" once exited. */
   process: string;
+  /** From shell integration (OSC 133): "prompt", "running", or "unknown" (no mark seen). */
+  shell_state: "prompt" | "running" | "unknown";
+  /** Whether the daemon injected shell integration (bash, zsh, fish). */
+  shell_integration: boolean;
+  /** The running or last finished command, when marks were seen. */
+  last_command: LastCommand | null;
+}
+
+export interface LastCommand {
+  command: string | null;
+  exit_code: number | null;
+  /** Unix seconds. */
+  started_at: number;
+  finished_at: number | null;
+  cwd: string | null;
 }
 
 export interface Snapshot {
