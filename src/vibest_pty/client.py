@@ -110,6 +110,10 @@ class QueueStats(TypedDict, total=False):
 
 
 class Stats(TypedDict, total=False):
+    version: str
+    instance: str
+    upgrades: int
+    last_upgrade_pause_ms: float | None
     uptime: float
     connections: int
     sessions: int
@@ -126,6 +130,8 @@ class HelloInfo(TypedDict):
     version: str
     pid: int
     features: builtins.list[str]
+    instance: str  # random per daemon start, kept across an in-place upgrade
+    started_at: float
 
 
 class AttachResult(TypedDict):
@@ -598,7 +604,10 @@ class Client:
         self._decoder = FrameDecoder(self.max_frame)
         self.server_pid = pid
         self._task = self._loop.create_task(self._read_loop())
-        await self.hello()
+        before = self.hello_info.get("instance") if self.hello_info is not None else None
+        after = (await self.hello()).get("instance")
+        # Another daemon (restarted, not upgraded in place): its session ids name other programs' sessions.
+        restarted = before is not None and after != before
         results: builtins.list[dict[str, Any]] = []
         for sid, st in builtins.list(self.sessions.items()):
             if not st.attached:
@@ -606,6 +615,13 @@ class Client:
             since = st.next_offset
             result: dict[str, Any] = {"session": sid, "since": since, "mode": "failed"}
             results.append(result)
+            if restarted:
+                result["error"] = protocol.DAEMON_RESTARTED
+                self.sessions.pop(sid, None)
+                self._emit_now({"type": "error", "id": None, "code": protocol.DAEMON_RESTARTED, "session": sid,
+                                "message": f"the daemon restarted (instance {before} is now {after}); "
+                                           f"session {sid} is gone"})
+                continue
             try:
                 await self.request("attach", session=sid, snapshot=True, since=since,
                                    on_ok=functools.partial(self._reattached, sid, st, since, result=result))

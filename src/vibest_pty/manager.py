@@ -16,6 +16,7 @@ from .protocol import CreateOptions, ProtocolError
 from .pty import spawn
 from .session import Counters, Session, SessionLimits, SessionSpec
 from .shell_integration import inject
+from .watchdog import Watchdog
 from .worker import EmulatorWorker
 
 log = logging.getLogger("vibest_pty.manager")
@@ -34,6 +35,7 @@ class Manager:
         self._exited: OrderedDict[int, None] = OrderedDict()  # exit order, oldest first
         self._next_id = 1
         self.counters = Counters()
+        self.watchdog: Watchdog | None = None  # told each session, so none outlives a daemon that is killed
         self.started_at = time.monotonic()
         self._all_exited = asyncio.Event()
         self._all_exited.set()
@@ -94,6 +96,8 @@ class Manager:
         )
         session.agent = SessionAgent(session, nonce, injected, self.hub, shell_name)
         self.sessions[sid] = session
+        if self.watchdog is not None:
+            self.watchdog.track(child.pid)
         self._all_exited.clear()
         self.hub.created(session)
         if opts.kill_after_detach_s is not None:
@@ -156,6 +160,8 @@ class Manager:
         if s is not None:
             s.close()
             self.hub.removed(sid)
+            if self.watchdog is not None:
+                self.watchdog.forget(s.pid)
 
     def kill(self, sid: int) -> None:
         s = self.get(sid)

@@ -39,12 +39,14 @@ SPAWN_FAILED: Final = "spawn_failed"
 UNSUPPORTED_PROTOCOL: Final = "unsupported_protocol"
 UNAUTHORIZED: Final = "unauthorized"
 INTERNAL: Final = "internal"
+DAEMON_RESTARTED: Final = "daemon_restarted"  # client-side: a reconnect found another daemon instance
 READ_ONLY: Final = "read_only"
 
 ERROR_CODES: Final = frozenset(
     {
         BAD_FRAME, BAD_MESSAGE, UNKNOWN_TYPE, INVALID_ARGUMENT, SESSION_NOT_FOUND, SESSION_EXITED,
         INPUT_QUEUE_FULL, LIMIT_REACHED, SPAWN_FAILED, UNSUPPORTED_PROTOCOL, UNAUTHORIZED, INTERNAL,
+        DAEMON_RESTARTED,
         READ_ONLY,
     }
 )

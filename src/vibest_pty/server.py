@@ -12,6 +12,7 @@ import fcntl
 import itertools
 import logging
 import os
+import secrets
 import signal
 import socket
 import stat
@@ -27,6 +28,7 @@ from .flow import FlowLimits, Outbox, OutboxLimits, Slot, State, Subscriber
 from .manager import Manager
 from .protocol import FrameDecoder, FrameError, Malformed, ProtocolError
 from .session import Session
+from .watchdog import Watchdog
 from .worker import EmulatorWorker
 
 log = logging.getLogger("vibest_pty.server")
@@ -165,7 +167,7 @@ class Connection(asyncio.Protocol):
             raise ProtocolError(protocol.UNSUPPORTED_PROTOCOL, f"protocol {version!r} is not supported (1 is)")
         protocol.get_str(msg, "client", "")  # validated, otherwise unused (logs name the connection id)
         return {"protocol": protocol.PROTOCOL_VERSION, "version": __version__, "pid": os.getpid(),
-                "features": FEATURES}
+                "features": FEATURES, "instance": self.server.instance, "started_at": self.server.started_at}
 
     def _create(self, msg: dict[str, Any]) -> Reply:
         opts = protocol.parse_create_options(msg)
@@ -450,6 +452,12 @@ class Server:
         self._no_connections = asyncio.Event()
         self.frames_out = 0
         self.started = time.monotonic()
+        # Identity (kept across an in-place upgrade): a client that reconnects to another instance must not
+        # re-attach by id (ids restart at 1 in a new daemon).
+        self.instance = secrets.token_hex(8)
+        self.started_at = time.time()
+        self.upgrades = 0  # in-place upgrades (docs/upgrade.md): none yet in this build
+        self.last_upgrade_pause_ms: float | None = None
         self.loop = asyncio.get_running_loop()
 
     # -- startup ------------------------------------------------------------------------------------------------
@@ -459,6 +467,7 @@ class Server:
         directory = os.path.dirname(os.path.abspath(path))
         prepare_socket_dir(directory)
         self._lock_fd = take_lock(path + ".lock")
+        self.manager.watchdog = Watchdog.start()
         if os.path.lexists(path):
             if _is_live(path):
                 os.close(self._lock_fd)
@@ -524,6 +533,10 @@ class Server:
             for sub in conn.subs.values():
                 queues.append({"connection": conn.id, **sub.stats()})
         return {
+            "version": __version__,
+            "instance": self.instance,
+            "upgrades": self.upgrades,
+            "last_upgrade_pause_ms": self.last_upgrade_pause_ms,
             "uptime": time.monotonic() - self.started,
             "connections": len(self.connections),
             "sessions": len(self.manager.sessions),

@@ -4,7 +4,7 @@
  *
  * Defaults as node-pty's: cwd = process.cwd(), env = process.env sent whole (create option env_mode "replace", so the
  * session sees exactly the app's environment, not the daemon's), TERM = options.name, else env.TERM, else "xterm";
- * PWD = cwd; with env === process.env, TMUX, TMUX_PANE, STY, WINDOW, WINDOWID, TERMCAP, COLUMNS and LINES are left
+ * with env === process.env, TMUX, TMUX_PANE, STY, WINDOW, WINDOWID, TERMCAP, COLUMNS and LINES are left
  * out, as node-pty does. Data is UTF-8 text (encoding "utf8") or Buffers (encoding null).
  *
  * Differences a daemon implies (documented in the README):
@@ -173,7 +173,8 @@ export class DaemonPty implements IPty {
     if (opts.uid !== undefined || opts.gid !== undefined) {
       throw new Error("uid/gid are not supported: daemon sessions run as the daemon's user");
     }
-    const argv = typeof args === "string" ? (args === "" ? [] : args.split(" ")) : args;
+    if (typeof args === "string") throw new Error("args as a string is not supported on unix."); // node-pty's words
+    const argv = args ?? [];
     this.cols = opts.cols ?? 80;
     this.rows = opts.rows ?? 24;
     this.handleFlowControl = opts.handleFlowControl ?? false;
@@ -182,14 +183,13 @@ export class DaemonPty implements IPty {
     const encoding = opts.encoding === undefined ? "utf8" : opts.encoding;
     if (encoding !== null && !/^utf-?8$/i.test(encoding)) throw new Error(`encoding ${encoding} is not supported (utf8 or null)`);
     this.binary = encoding === null;
-    this.processName = file.split("/").pop() ?? file;
+    this.processName = file; // node-pty's fallback while the foreground program is unknown
 
     const cwd = opts.cwd ?? process.cwd();
     const source = opts.env ?? process.env;
     const env: Record<string, string> = {};
     for (const [k, v] of Object.entries(source)) if (v !== undefined) env[k] = v;
     if (source === process.env) for (const k of SANITIZED) delete env[k];
-    env.PWD = cwd;
     env.TERM = opts.name || env.TERM || "xterm";
 
     this.shared = opts.client === undefined;

@@ -59,6 +59,10 @@ export interface HelloInfo {
   version: string;
   pid: number;
   features: string[];
+  /** Random per daemon start, kept across an in-place upgrade: another value after a reconnect = another daemon. */
+  instance: string;
+  /** The daemon's start (seconds since the epoch). */
+  started_at: number;
 }
 
 export interface CreateSessionOptions {
@@ -132,6 +136,12 @@ export interface QueueStats {
 }
 
 export interface Stats {
+  version: string;
+  /** The daemon's identity (HelloInfo.instance). */
+  instance: string;
+  /** In-place upgrades since the daemon started (docs/upgrade.md). */
+  upgrades: number;
+  last_upgrade_pause_ms: number | null;
   /** Seconds. */
   uptime: number;
   connections: number;

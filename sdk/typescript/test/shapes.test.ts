@@ -20,7 +20,9 @@ const HINT = "update tests/vectors/shapes.json, src/vibest_pty/client.py and sdk
 type Exact<T> = { [K in keyof T]-?: true };
 
 const TYPE_KEYS: Record<string, Record<string, true>> = {
-  HelloInfo: { protocol: true, version: true, pid: true, features: true } satisfies Exact<HelloInfo>,
+  HelloInfo: {
+    protocol: true, version: true, pid: true, features: true, instance: true, started_at: true,
+  } satisfies Exact<HelloInfo>,
   SessionInfo: {
     id: true, pid: true, command: true, name: true, tags: true, cwd: true, title: true, cols: true, rows: true,
     created_at: true, last_attached_at: true, running: true, exit_code: true, exit_signal: true, clients: true,
@@ -38,7 +40,7 @@ const TYPE_KEYS: Record<string, Record<string, true>> = {
     warnings: true,
   } satisfies Exact<QueueStats>,
   Stats: {
-    uptime: true, connections: true, sessions: true, running: true, bytes_in: true, bytes_out: true,
+    version: true, instance: true, upgrades: true, last_upgrade_pause_ms: true, uptime: true, connections: true, sessions: true, running: true, bytes_in: true, bytes_out: true,
     frames_out: true, rss: true, queues: true,
   } satisfies Exact<Stats>,
 };
