@@ -384,3 +384,25 @@ async def test_a_handler_bug_costs_one_request_not_the_daemon(tmpdir_short: str,
         for sig in (signal.SIGTERM, signal.SIGINT):  # startup installed the daemon's handlers in this process
             loop.remove_signal_handler(sig)
         signal.signal(signal.SIGHUP, old_hup)
+
+
+def _rss_of(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_large_hostile_frames_are_bad_message_and_cost_no_memory(daemon: Daemon) -> None:
+    """#11 item 1: each frame below made the unbounded decoder allocate for seconds (16.7M empty maps: 2.8 s,
+    +1.2 GiB). Now each is bad_message, the connection stays usable and the daemon's RSS does not move."""
+    from .test_protocol_limits import LARGE
+
+    s = raw_conn(daemon.socket)
+    s.settimeout(30)
+    base = _rss_of(daemon.pid)
+    for name, payload in LARGE.items():
+        s.sendall(frame(payload) + protocol.encode({"type": "list", "id": 9}))
+        err, ok = read_frames(s, 2)
+        assert err["code"] == "bad_message" and ok["id"] == 9, (name, err)
+    # The frames themselves pass through the decoder's buffer (16 MiB each), nothing more.
+    assert _rss_of(daemon.pid) - base < 80 * 1024 * 1024, (_rss_of(daemon.pid) - base) / 2**20
+    s.close()

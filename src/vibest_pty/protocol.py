@@ -149,16 +149,111 @@ class FrameDecoder:
                 self._pos = 0
 
 
+# Decode limits (docs/protocol.md, "Decoding limits"): what a valid request needs, with room to grow. The largest
+# valid request, `create` with 4096 args and 4096 env and tag entries, has 5 containers, depth 3 and ~20k items.
+MAX_CONTAINER_ITEMS: Final = 4096  # elements of an array, entries of a map
+MAX_CONTAINERS: Final = 16  # arrays and maps in one message, the message itself included
+MAX_DEPTH: Final = 4  # the message map is level 1
+MAX_ITEMS: Final = 32768  # elements and map entries in one message, all containers together
+SCAN_ABOVE: Final = 1024  # payloads this small are decoded at once (at most ~1024 objects) and checked after
+
+# Bytes that follow a type byte, for the MessagePack types whose size does not depend on a length field.
+_FIXED: Final = {0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8, 0xD0: 1,
+                 0xD1: 2, 0xD2: 4, 0xD3: 8}
+_LENGTH: Final = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # bin8/16/32, str8/16/32: size of the length
+_CONTAINER_LEN: Final = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}  # (size of the count, slots per item)
+
+
+def _scan(p: bytes) -> str | None:
+    """Walk the payload's structure without building it; the first decode limit it breaks, or None.
+
+    Strings and binaries are skipped by their length, so a large `input` costs a few steps. Anything malformed is
+    left to msgpack to report (None)."""
+    n = len(p)
+    pos = 0
+    containers = items = 0
+    todo = [1]  # values still to read at each open level
+    while todo:
+        if not todo[-1]:
+            todo.pop()
+            continue
+        todo[-1] -= 1
+        if pos >= n:
+            return None
+        b = p[pos]
+        pos += 1
+        if b < 0x80 or b >= 0xE0:
+            continue  # fixint
+        if b < 0xA0 or b in _CONTAINER_LEN:
+            if b < 0xA0:
+                count, slots = b & 0x0F, (2 if b < 0x90 else 1)
+            else:
+                size, slots = _CONTAINER_LEN[b]
+                count = int.from_bytes(p[pos : pos + size], "big")
+                pos += size
+            containers += 1
+            items += count
+            if count > MAX_CONTAINER_ITEMS:
+                return f"a container of {count} items (at most {MAX_CONTAINER_ITEMS})"
+            if containers > MAX_CONTAINERS:
+                return f"more than {MAX_CONTAINERS} arrays and maps"
+            if len(todo) > MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            if items > MAX_ITEMS:
+                return f"more than {MAX_ITEMS} items in total"
+            todo.append(count * slots)
+        elif b < 0xC0:
+            pos += b & 0x1F  # fixstr
+        elif b in _FIXED:
+            pos += _FIXED[b]
+        elif b in _LENGTH:
+            size = _LENGTH[b]
+            pos += size + int.from_bytes(p[pos : pos + size], "big")
+        else:
+            return None  # ext or 0xc1: msgpack refuses it
+    return None
+
+
 def _unpack_payload(payload: bytes) -> dict[str, Any] | Malformed:
+    # Bounded before anything is built: a 16 MiB frame of 16.7M empty maps would otherwise cost seconds and a
+    # gigabyte (issue #11 item 1). Large payloads are walked first (_scan); msgpack's own limits apply to all.
+    n = len(payload)
+    if n > SCAN_ABOVE and (why := _scan(payload)) is not None:
+        return Malformed(f"payload exceeds the decoding limits: {why}")
     try:
-        value = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        value = msgpack.unpackb(payload, raw=False, strict_map_key=False, max_str_len=n, max_bin_len=n,
+                                max_array_len=MAX_CONTAINER_ITEMS, max_map_len=MAX_CONTAINER_ITEMS, max_ext_len=0)
     except msgpack.ExtraData:
         return Malformed("trailing bytes after the MessagePack value")
     except Exception as exc:  # msgpack raises several types (ValueError, FormatError, StackError, ...)
-        return Malformed(f"payload is not valid MessagePack: {exc.__class__.__name__}")
+        return Malformed(f"payload is not valid MessagePack: {exc.__class__.__name__}: {str(exc)[:100]}")
     if not isinstance(value, dict):
         return Malformed(f"payload is a {type(value).__name__}, not a map")
+    if n > SCAN_ABOVE:
+        return value
+    if (why := _shape(value)) is not None:  # small: decoded at once (at most ~1000 objects), checked after
+        return Malformed(f"payload exceeds the decoding limits: {why}")
     return value
+
+
+def _shape(message: dict[Any, Any]) -> str | None:
+    """The decoding limit a small decoded message breaks (the same limits _scan applies to large ones)."""
+    containers = items = 0
+    level: list[Any] = [message]
+    for depth in range(1, MAX_DEPTH + 2):
+        nested: list[Any] = []
+        for c in level:
+            containers += 1
+            items += len(c)
+            nested.extend(v for v in (c.values() if isinstance(c, dict) else c) if isinstance(v, (dict, list)))
+        if not nested:
+            break
+        if depth == MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels"
+        level = nested
+    if containers > MAX_CONTAINERS:
+        return f"more than {MAX_CONTAINERS} arrays and maps"
+    return None
 
 
 def decode_all(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> list[dict[str, Any] | Malformed]:
