@@ -97,7 +97,7 @@ json_values = st.recursive(
        st.integers(min_value=1, max_value=17))
 def test_round_trip_in_any_chunking(msgs: list[dict[str, Any]], step: int) -> None:
     stream = b"".join(protocol.encode(m) for m in msgs)
-    dec = FrameDecoder()
+    dec = FrameDecoder(requests=True)
     out: list[Any] = []
     for i in range(0, len(stream), step):
         dec.feed(stream[i : i + step])

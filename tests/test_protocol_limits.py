@@ -28,7 +28,7 @@ def list_of_empty_maps(n: int) -> bytes:
 
 
 def decode(payload: bytes) -> dict[str, Any] | Malformed:
-    (m,) = protocol.decode_all(frame(payload))
+    (m,) = protocol.decode_all(frame(payload), requests=True)
     return m
 
 

@@ -406,3 +406,39 @@ def test_large_hostile_frames_are_bad_message_and_cost_no_memory(daemon: Daemon)
     # The frames themselves pass through the decoder's buffer (16 MiB each), nothing more.
     assert _rss_of(daemon.pid) - base < 80 * 1024 * 1024, (_rss_of(daemon.pid) - base) / 2**20
     s.close()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"tags": {"k": "v" * 4097}},
+        {"tags": {"k" * 4097: "v"}},
+        {"args": ["a" * 4097]},
+        {"env": {"K": "v" * 4097}},
+        {"tags": {f"t{i}": "v" * 4000 for i in range(17)}},  # 68 KB of metadata, each string allowed
+        {"args": ["a" * 4000] * 17},
+    ],
+)
+async def test_every_string_is_bounded_and_a_sessions_metadata_in_total(client: Client, options: dict[str, Any]) -> None:
+    """#11 item 3: two sessions with 9 MiB tags made every `list` reply exceed the frame limit."""
+    with pytest.raises(PtyError) as e:
+        await client.create(shell="/bin/sh", **options)
+    assert e.value.code == "invalid_argument", e.value
+    assert await client.list_sessions() == []
+
+
+async def test_a_long_list_comes_in_pages_that_fit(client: Client, daemon: Daemon) -> None:
+    from vibest_pty.server import LIST_PAGE_BYTES
+
+    tags = {f"t{i}": "v" * 4000 for i in range(15)}  # ~60 KB each, under the 64 KiB cap
+    ids = [(await client.create(shell="/bin/sh", args=["-c", "sleep 60"], tags=tags))["id"] for _ in range(20)]
+    r = raw_conn(daemon.socket)
+    r.sendall(protocol.encode({"type": "list", "id": 1}))
+    (page,) = read_frames(r)
+    sessions = page["sessions"]
+    assert isinstance(sessions, list) and 0 < len(sessions) < 20 and page["next"] == sessions[-1]["id"]
+    assert len(protocol.pack(page)) <= LIST_PAGE_BYTES + 1024
+    r.close()
+    assert [s["id"] for s in await client.list_sessions()] == ids, "the client follows `next`"
+    for sid in ids:
+        await client.kill(sid)

@@ -23,6 +23,9 @@ MAX_ID: Final = 2**53 - 1
 MAX_U32: Final = 2**32 - 1
 MAX_COLS: Final = 1000
 MAX_ROWS: Final = 1000
+MAX_STR: Final = 4096  # characters in any string field, keys and values of maps included
+MAX_LIST: Final = 4096  # items in a list or map field
+MAX_METADATA: Final = 64 * 1024  # UTF-8 bytes of a session's shell, args, cwd, name and tags together
 
 _HEADER = struct.Struct(">I")
 
@@ -107,8 +110,11 @@ class FrameDecoder:
     after that the decoder stays broken, like the connection.
     """
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, requests: bool = False) -> None:
         self.max_frame = max_frame
+        # The daemon decodes requests within the decoding limits (docs/protocol.md); a client decodes replies
+        # from its daemon (a `list` of many sessions has more containers than any request), within msgpack's own.
+        self._unpack = _unpack_request if requests else _unpack_reply
         self._buf = bytearray()
         self._pos = 0
         self._error: FrameError | None = None
@@ -141,7 +147,7 @@ class FrameDecoder:
                     break
                 payload = bytes(memoryview(buf)[self._pos + 4 : end])
                 self._pos = end
-                yield _unpack_payload(payload)
+                yield self._unpack(payload)
         finally:
             # Compact once the consumed prefix is large, so a long-lived connection does not grow the buffer.
             if self._pos > 65536 and self._pos * 2 > len(buf):
@@ -214,7 +220,19 @@ def _scan(p: bytes) -> str | None:
     return None
 
 
-def _unpack_payload(payload: bytes) -> dict[str, Any] | Malformed:
+def _unpack_reply(payload: bytes) -> dict[str, Any] | Malformed:
+    try:
+        value = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except msgpack.ExtraData:
+        return Malformed("trailing bytes after the MessagePack value")
+    except Exception as exc:  # msgpack raises several types (ValueError, FormatError, StackError, ...)
+        return Malformed(f"payload is not valid MessagePack: {exc.__class__.__name__}")
+    if not isinstance(value, dict):
+        return Malformed(f"payload is a {type(value).__name__}, not a map")
+    return value
+
+
+def _unpack_request(payload: bytes) -> dict[str, Any] | Malformed:
     # Bounded before anything is built: a 16 MiB frame of 16.7M empty maps would otherwise cost seconds and a
     # gigabyte (issue #11 item 1). Large payloads are walked first (_scan); msgpack's own limits apply to all.
     n = len(payload)
@@ -256,9 +274,11 @@ def _shape(message: dict[Any, Any]) -> str | None:
     return None
 
 
-def decode_all(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> list[dict[str, Any] | Malformed]:
+def decode_all(
+    data: bytes, max_frame: int = DEFAULT_MAX_FRAME, *, requests: bool = False
+) -> list[dict[str, Any] | Malformed]:
     """Decode a complete byte string of frames (tests, vectors)."""
-    dec = FrameDecoder(max_frame)
+    dec = FrameDecoder(max_frame, requests=requests)
     dec.feed(data)
     out = list(dec.messages())
     if dec.buffered:
@@ -324,7 +344,7 @@ def get_bool(msg: dict[str, Any], field: str, default: bool) -> bool:
     return v
 
 
-def get_str(msg: dict[str, Any], field: str, default: str | None = None, *, max_len: int = 4096) -> str | None:
+def get_str(msg: dict[str, Any], field: str, default: str | None = None, *, max_len: int = MAX_STR) -> str | None:
     v = msg.get(field)
     if v is None:
         return default
@@ -333,31 +353,32 @@ def get_str(msg: dict[str, Any], field: str, default: str | None = None, *, max_
     return v
 
 
-def get_str_list(msg: dict[str, Any], field: str, *, max_items: int = 4096) -> list[str]:
+def _is_str(v: object, max_len: int) -> bool:
+    return isinstance(v, str) and len(v) <= max_len and "\x00" not in v
+
+
+def get_str_list(msg: dict[str, Any], field: str, *, max_items: int = MAX_LIST, max_len: int = MAX_STR) -> list[str]:
     v = msg.get(field)
     if v is None:
         return []
-    if (
-        not isinstance(v, list)
-        or len(v) > max_items
-        or not all(isinstance(s, str) and "\x00" not in s for s in v)
-    ):
-        raise _bad(field, "a list of strings without NUL")
+    if not isinstance(v, list) or len(v) > max_items or not all(_is_str(s, max_len) for s in v):
+        raise _bad(field, f"a list of at most {max_items} strings of at most {max_len} characters without NUL")
     return list(v)
 
 
-def get_str_map(msg: dict[str, Any], field: str, *, max_items: int = 4096) -> dict[str, str]:
+def get_str_map(
+    msg: dict[str, Any], field: str, *, max_items: int = MAX_LIST, max_len: int = MAX_STR
+) -> dict[str, str]:
     v = msg.get(field)
     if v is None:
         return {}
     if (
         not isinstance(v, dict)
         or len(v) > max_items
-        or not all(
-            isinstance(k, str) and isinstance(s, str) and "\x00" not in k and "\x00" not in s for k, s in v.items()
-        )
+        or not all(_is_str(k, max_len) and _is_str(s, max_len) for k, s in v.items())
     ):
-        raise _bad(field, "a map of strings to strings without NUL")
+        raise _bad(field, f"a map of at most {max_items} strings to strings, each of at most {max_len} characters "
+                          "without NUL")
     return dict(v)
 
 
@@ -442,15 +463,22 @@ def parse_create_options(msg: dict[str, Any]) -> CreateOptions:
     shell = get_str(o, "shell")
     if shell == "":
         raise ProtocolError(INVALID_ARGUMENT, "'shell' must not be empty")
+    args, cwd, tags = get_str_list(o, "args"), get_str(o, "cwd"), get_str_map(o, "tags")
+    name = get_str(o, "name", "") or ""
+    # What `list` shows of a session is bounded, so a reply can always hold many sessions (issue #11 item 3).
+    size = sum(len(x.encode()) for x in (shell or "", cwd or "", name, *args, *tags, *tags.values()))
+    if size > MAX_METADATA:
+        raise ProtocolError(INVALID_ARGUMENT, f"shell, args, cwd, name and tags hold {size} bytes together; at most "
+                                              f"{MAX_METADATA}")
     return CreateOptions(
         shell=shell,
-        args=tuple(get_str_list(o, "args")),
-        cwd=get_str(o, "cwd"),
+        args=tuple(args),
+        cwd=cwd,
         env=tuple(env.items()),
         cols=get_int(o, "cols", lo=1, hi=MAX_COLS, default=80),
         rows=get_int(o, "rows", lo=1, hi=MAX_ROWS, default=24),
-        name=get_str(o, "name", "") or "",
-        tags=tuple(get_str_map(o, "tags").items()),
+        name=name,
+        tags=tuple(tags.items()),
         attach=get_bool(o, "attach", False),
         queries=_one_of(o, "queries", ("daemon", "client"), "daemon"),
         colors=get_colors(o),
