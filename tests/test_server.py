@@ -442,3 +442,66 @@ async def test_a_long_list_comes_in_pages_that_fit(client: Client, daemon: Daemo
     assert [s["id"] for s in await client.list_sessions()] == ids, "the client follows `next`"
     for sid in ids:
         await client.kill(sid)
+
+
+def _start_fails(d: Daemon) -> str:
+    d.start(wait=False)
+    assert d.proc is not None and d.proc.wait(15) == 1
+    log = d.log()
+    assert "Traceback" not in log, log
+    return log
+
+
+@pytest.mark.parametrize("kind", ["file", "directory", "fifo"])
+def test_startup_removes_only_sockets(tmpdir_short: str, kind: str) -> None:
+    """#11 item 9: `--socket ~/notes.txt` deleted the notes; a directory there ended in a traceback."""
+    d = Daemon(tmpdir_short)
+    os.makedirs(os.path.dirname(d.socket), mode=0o700)
+    if kind == "file":
+        with open(d.socket, "w") as f:
+            f.write("my notes")
+    elif kind == "directory":
+        os.mkdir(d.socket)
+    else:
+        os.mkfifo(d.socket)
+    log = _start_fails(d)
+    assert "not a socket; refusing to remove it" in log, log
+    assert os.path.lexists(d.socket)
+    if kind == "file":
+        with open(d.socket) as f:
+            assert f.read() == "my notes"
+
+
+def test_a_directory_at_the_lock_path_is_a_clear_message(tmpdir_short: str) -> None:
+    d = Daemon(tmpdir_short)
+    os.makedirs(d.socket + ".lock", mode=0o700)
+    assert "cannot open the lock file" in _start_fails(d)
+
+
+def test_a_shared_socket_directory_suggests_a_private_subdirectory(tmpdir_short: str) -> None:
+    shared = os.path.join(tmpdir_short, "shared")
+    os.mkdir(shared)
+    os.chmod(shared, 0o1777)  # like /tmp
+    d = Daemon(tmpdir_short, env={"RUST_PTY_SOCKET_PATH": os.path.join(shared, "socket")})
+    log = _start_fails(d)
+    assert f"put the socket in a private subdirectory instead, e.g. --socket {shared}/vibest-pty-" in log, log
+    assert "chmod 700" not in log
+
+
+def test_a_parent_others_can_write_without_sticky_bit_is_refused(tmpdir_short: str) -> None:
+    """#11 item 6: another user who can write to the parent can swap the socket directory for their own."""
+    parent = os.path.join(tmpdir_short, "open")
+    os.mkdir(parent)
+    os.chmod(parent, 0o777)
+    d = Daemon(tmpdir_short, env={"RUST_PTY_SOCKET_PATH": os.path.join(parent, "pty", "socket")})
+    assert "without the sticky bit" in _start_fails(d)
+
+
+def test_a_parent_with_the_sticky_bit_is_fine(tmpdir_short: str) -> None:
+    parent = os.path.join(tmpdir_short, "sticky")
+    os.mkdir(parent)
+    os.chmod(parent, 0o1777)
+    d = Daemon(tmpdir_short, env={"RUST_PTY_SOCKET_PATH": os.path.join(parent, "pty", "socket")})
+    d.socket = os.path.join(parent, "pty", "socket")
+    d.start()
+    assert d.stop() == 0
