@@ -102,7 +102,7 @@ values = st.recursive(scalars, lambda c: st.lists(c, max_size=6) | st.dictionari
                                                                                      max_size=6), max_leaves=40)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.dictionaries(st.text(max_size=8), values, max_size=8), st.booleans())
 def test_within_the_limits_decoding_equals_msgpack(msg: dict[str, Any], large: bool) -> None:
     if large:
@@ -113,3 +113,53 @@ def test_within_the_limits_decoding_equals_msgpack(msg: dict[str, Any], large: b
         assert "decoding limits" in m.reason, m.reason
     else:
         assert m == msgpack.unpackb(payload, raw=False, strict_map_key=False)
+
+
+# -- large shapes, generated (the fuzz suite's shapes are hostile but small) ------------------------------------
+
+LEAVES = {"nil": b"\xc0", "int": b"\xcd\x01\x00", "str": b"\xa2ab", "empty map": b"\x80", "empty array": b"\x90",
+          "bin": b"\xc4\x03xyz"}
+HEAD = b"\x83\xa4type\xa4list\xa2id\x01\xa1x"  # {"type": "list", "id": 1, "x": ...}
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes([0x90 | n])
+    return (b"\xdc" + n.to_bytes(2, "big")) if n < 65536 else (b"\xdd" + n.to_bytes(4, "big"))
+
+
+def large_shape(width: int, depth: int, leaf: str, max_bytes: int) -> tuple[bytes, bool] | None:
+    """A `list` request whose `x` is `depth` levels of arrays of `width` items around a leaf, built as bytes
+    (packing millions of objects would take seconds), and whether it is within the decoding limits; None when it
+    would exceed `max_bytes`."""
+    inner = LEAVES[leaf]
+    for _ in range(depth):
+        if len(inner) * width > max_bytes:
+            return None
+        inner = _array_header(width) + inner * width
+    if len(HEAD) + len(inner) > max_bytes:
+        return None
+    leaf_is_container = leaf in ("empty map", "empty array")
+    arrays = sum(width**k for k in range(depth))  # the levels of arrays
+    containers = 1 + arrays + (width**depth if leaf_is_container else 0)
+    items = 3 + sum(width ** (k + 1) for k in range(depth))
+    levels = 1 + depth + (1 if leaf_is_container else 0)
+    within = (width <= MAX_CONTAINER_ITEMS or depth == 0) and containers <= MAX_CONTAINERS \
+        and levels <= MAX_DEPTH and items <= MAX_ITEMS
+    return HEAD + inner, within
+
+
+large_shapes = st.builds(large_shape, st.integers(1, 70000) | st.sampled_from([1, 2, 15, 16, 4096, 4097]),
+                         st.integers(0, 6), st.sampled_from(sorted(LEAVES)), st.just(4 * MIB)).filter(
+    lambda x: x is not None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(large_shapes)
+def test_large_shapes_are_decoded_or_refused_as_the_limits_say(shape: tuple[bytes, bool]) -> None:
+    payload, within = shape
+    t0 = time.perf_counter()
+    m = decode(payload)
+    assert isinstance(m, Malformed) != within, (len(payload), m if isinstance(m, Malformed) else "decoded")
+    if not within:
+        assert time.perf_counter() - t0 < 0.5
