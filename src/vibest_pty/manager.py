@@ -13,7 +13,7 @@ from . import protocol
 from .config import Config
 from .protocol import CreateOptions, ProtocolError
 from .pty import spawn
-from .session import Counters, Session
+from .session import Counters, Session, SessionLimits, SessionSpec
 from .worker import EmulatorWorker
 
 log = logging.getLogger("vibest_pty.manager")
@@ -23,6 +23,11 @@ class Manager:
     def __init__(self, config: Config, worker: EmulatorWorker) -> None:
         self.config = config
         self.worker = worker
+        self.limits = SessionLimits(
+            scrollback_lines=config.scrollback_lines, replay_bytes=config.replay_bytes,
+            input_queue_bytes=config.input_queue_bytes, kill_grace_s=config.kill_grace_ms / 1000,
+            max_frame=config.max_frame,
+        )
         self.sessions: dict[int, Session] = {}
         self._exited: OrderedDict[int, None] = OrderedDict()  # exit order, oldest first
         self._next_id = 1
@@ -57,7 +62,9 @@ class Manager:
             raise ProtocolError(protocol.INVALID_ARGUMENT, f"cwd is not a directory: {cwd!r}")
         shell = opts.shell or os.environ.get("SHELL") or "/bin/sh"
         argv = [shell, *opts.args]
-        env = dict(os.environ)
+        # "replace": the client sent its whole environment (node-pty's default is the app's process.env), so a
+        # variable the app does not have is not inherited from the daemon; TERM and friends are still defaulted.
+        env = dict(os.environ) if opts.env_mode == "merge" else {}
         for var in list(env):
             if var.startswith("RUST_PTY_"):
                 del env[var]  # the daemon's own settings are not the session's business
@@ -73,11 +80,9 @@ class Manager:
         sid = self._next_id
         self._next_id += 1
         session = Session(
-            sid, child, argv, cwd, opts.cols, opts.rows, opts.name, dict(opts.tags),
-            scrollback_lines=cfg.scrollback_lines, replay_bytes=cfg.replay_bytes,
-            input_queue_bytes=cfg.input_queue_bytes, kill_grace_s=cfg.kill_grace_ms / 1000,
-            on_exit=self._on_exit, counters=self.counters, worker=self.worker,
-            queries=opts.queries, colors=opts.colors, size_policy=opts.size_policy,
+            sid, child, SessionSpec(argv, cwd, opts.cols, opts.rows, opts.name, dict(opts.tags), queries=opts.queries,
+                                    colors=opts.colors, size_policy=opts.size_policy),
+            self.limits, self.worker, on_exit=self._on_exit, counters=self.counters,
         )
         self.sessions[sid] = session
         self._all_exited.clear()
@@ -159,4 +164,5 @@ class Manager:
         except TimeoutError:
             log.warning("%d sessions still running at shutdown", self.running_count)
         for sid in list(self.sessions):
+            self.sessions[sid].settle_kill()  # we are leaving: SIGKILL the stragglers now and reap the leader
             self._drop(sid)

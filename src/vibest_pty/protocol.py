@@ -426,6 +426,7 @@ class CreateOptions:
     queries: str = "daemon"  # who answers terminal queries: the session's emulator, or the clients (queries.py)
     colors: Colors | None = None
     size_policy: str = "latest"
+    env_mode: str = "merge"  # "replace": env is the whole environment (what node-pty's spawn passes)
 
 
 MAX_KILL_AFTER_DETACH_S: Final = 365 * 86400
@@ -484,6 +485,7 @@ def parse_create_options(msg: dict[str, Any]) -> CreateOptions:
         colors=get_colors(o),
         size_policy=_one_of(o, "size_policy", POLICIES, "latest"),
         kill_after_detach_s=_kill_after_detach(o),
+        env_mode=_one_of(o, "env_mode", ("merge", "replace"), "merge"),
     )
 
 

@@ -7,6 +7,8 @@ import { TextDecoder } from "node:util";
 
 import { DEFAULT_MAX_FRAME, FrameDecoder, FrameError, Malformed, encodeFrame, type Message } from "./codec.js";
 import { PtyDaemonError } from "./errors.js";
+import { SessionHandle, type CreatedSession } from "./session.js";
+import { checkSocketTrust } from "./trust.js";
 import { TypedEmitter, type ReattachResult } from "./events.js";
 import type {
   AttachOptions,
@@ -246,7 +248,7 @@ export class PtyDaemonClient extends TypedEmitter {
       } catch (err) {
         lastError = err;
         // A daemon that answers with an error (e.g. unsupported_protocol) will not change its mind.
-        if (err instanceof PtyDaemonError && err.reply) {
+        if (err instanceof PtyDaemonError && (err.reply || err.code === "untrusted_server")) {
           this.state = "idle";
           this.failQueued(err);
           throw err;
@@ -273,6 +275,7 @@ export class PtyDaemonClient extends TypedEmitter {
   /** One attempt: connect, install handlers, hello. The socket becomes this.socket; requests still queue. */
   private connectOnce(timeoutMs: number): Promise<HelloInfo> {
     return new Promise<HelloInfo>((resolve, reject) => {
+      checkSocketTrust(this.socketPath); // throws untrusted_server: the executor's throw rejects
       const sock = net.createConnection(this.socketPath);
       let settled = false;
       const timer = setTimeout(() => fail(new PtyDaemonError("timeout", "connect/hello timed out")), timeoutMs);
@@ -363,7 +366,12 @@ export class PtyDaemonClient extends TypedEmitter {
       let hello: HelloInfo | null = null;
       try {
         hello = await this.connectOnce(Math.max(1000, o.maxDelayMs));
-      } catch {
+      } catch (err) {
+        if (err instanceof PtyDaemonError && err.code === "untrusted_server") {
+          this.emit("error", err);
+          this.finalize(err.message, err);
+          return;
+        }
         if (this.autoStart && !autoStarted && this.state === "reconnecting") {
           autoStarted = true;
           await this.startDaemon();
@@ -650,12 +658,15 @@ export class PtyDaemonClient extends TypedEmitter {
 
   // -- the API ------------------------------------------------------------------------------------------------
 
-  /** Create a session; resolves with its SessionInfo. With attach: true this client gets its output from byte 0. */
-  async createSession(options: CreateSessionOptions = {}): Promise<SessionInfo> {
+  /**
+   * Create a session; resolves with a handle on it (SessionHandle) carrying the SessionInfo of the reply. With
+   * attach: true this client gets its output from byte 0.
+   */
+  async createSession(options: CreateSessionOptions = {}): Promise<CreatedSession> {
     const opts: Record<string, unknown> = {};
     // Field order as in the protocol's vectors.
     const keys = ["shell", "args", "cwd", "env", "cols", "rows", "name", "tags", "attach", "queries", "colors",
-      "size_policy"] as const;
+      "size_policy", "kill_after_detach_s", "env_mode"] as const;
     for (const k of keys) {
       if (options[k] !== undefined) opts[k] = options[k];
     }
@@ -671,7 +682,12 @@ export class PtyDaemonClient extends TypedEmitter {
         },
       },
     );
-    return ok.session as SessionInfo;
+    return Object.assign(new SessionHandle(this, (ok.session as SessionInfo).id), ok.session as SessionInfo);
+  }
+
+  /** A handle on session `id`: its own events (onData, onExit, ...) and methods (write, resize, kill, ...). */
+  session(id: number): SessionHandle {
+    return new SessionHandle(this, id);
   }
 
   /**
