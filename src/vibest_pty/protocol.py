@@ -42,12 +42,14 @@ SPAWN_FAILED: Final = "spawn_failed"
 UNSUPPORTED_PROTOCOL: Final = "unsupported_protocol"
 UNAUTHORIZED: Final = "unauthorized"
 INTERNAL: Final = "internal"
+DAEMON_RESTARTED: Final = "daemon_restarted"  # client-side: a reconnect found another daemon instance
 READ_ONLY: Final = "read_only"
 
 ERROR_CODES: Final = frozenset(
     {
         BAD_FRAME, BAD_MESSAGE, UNKNOWN_TYPE, INVALID_ARGUMENT, SESSION_NOT_FOUND, SESSION_EXITED,
         INPUT_QUEUE_FULL, LIMIT_REACHED, SPAWN_FAILED, UNSUPPORTED_PROTOCOL, UNAUTHORIZED, INTERNAL,
+        DAEMON_RESTARTED,
         READ_ONLY,
     }
 )
@@ -291,7 +293,7 @@ def decode_all(
 
 REQUEST_TYPES: Final = frozenset(
     {"hello", "create", "attach", "detach", "input", "resize", "kill", "signal", "ack", "list", "snapshot", "stats",
-     "prune"}
+     "prune", "run", "wait", "text", "watch", "unwatch"}
 )
 
 
@@ -427,6 +429,7 @@ class CreateOptions:
     colors: Colors | None = None
     size_policy: str = "latest"
     env_mode: str = "merge"  # "replace": env is the whole environment (what node-pty's spawn passes)
+    shell_integration: bool = True  # bash/zsh/fish get OSC 133 marks injected (shell_integration/, agent.py)
 
 
 MAX_KILL_AFTER_DETACH_S: Final = 365 * 86400
@@ -486,6 +489,7 @@ def parse_create_options(msg: dict[str, Any]) -> CreateOptions:
         size_policy=_one_of(o, "size_policy", POLICIES, "latest"),
         kill_after_detach_s=_kill_after_detach(o),
         env_mode=_one_of(o, "env_mode", ("merge", "replace"), "merge"),
+        shell_integration=get_bool(o, "shell_integration", True),
     )
 
 
