@@ -13,6 +13,7 @@ from . import protocol
 from .config import Config
 from .protocol import CreateOptions, ProtocolError
 from .pty import spawn
+from .queries import parse_colors
 from .session import Counters, Session
 from .worker import EmulatorWorker
 
@@ -77,7 +78,8 @@ class Manager:
             scrollback_lines=cfg.scrollback_lines, replay_bytes=cfg.replay_bytes,
             input_queue_bytes=cfg.input_queue_bytes, kill_grace_s=cfg.kill_grace_ms / 1000,
             on_exit=self._on_exit, counters=self.counters, worker=self.worker,
-            queries=opts.queries, colors=opts.colors, size_policy=opts.size_policy,
+            queries=opts.queries, size_policy=opts.size_policy or cfg.size_policy,
+            colors=parse_colors(opts.colors, cfg.colors) if opts.colors is not None else cfg.colors,
         )
         self.sessions[sid] = session
         self._all_exited.clear()
