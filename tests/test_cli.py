@@ -799,3 +799,17 @@ def test_kill_signal_and_send_by_id_do_not_need_the_session_list(tmpdir_short: s
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_commands_racing_to_start_the_daemon_share_one(tmpdir_short: str) -> None:
+    sock = os.path.join(tmpdir_short, "race", "socket")
+    env = {**os.environ, "RUST_PTY_SOCKET_PATH": sock}
+    try:
+        procs = [subprocess.Popen([*CLI, "ls", "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(3)]
+        results = [(p.wait(60), *p.communicate()) for p in procs]
+        assert all(code == 0 and out.strip() == "[]" for code, out, _ in results), results
+        r = run_cli(None, "daemon", "status", socket=sock)
+        assert r.returncode == 0 and f"pid {_lock_pid(sock)}" in r.stdout
+    finally:
+        run_cli(None, "daemon", "stop", socket=sock, timeout=60)

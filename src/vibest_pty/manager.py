@@ -58,7 +58,9 @@ class Manager:
             raise ProtocolError(protocol.INVALID_ARGUMENT, f"cwd is not a directory: {cwd!r}")
         shell = opts.shell or os.environ.get("SHELL") or "/bin/sh"
         argv = [shell, *opts.args]
-        env = dict(os.environ)
+        # "replace": the client sent its whole environment (node-pty's default is the app's process.env), so a
+        # variable the app does not have is not inherited from the daemon; TERM and friends are still defaulted.
+        env = dict(os.environ) if opts.env_mode == "merge" else {}
         for var in list(env):
             if var.startswith("RUST_PTY_"):
                 del env[var]  # the daemon's own settings are not the session's business

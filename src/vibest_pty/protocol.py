@@ -310,6 +310,7 @@ class CreateOptions:
     queries: str = "daemon"  # who answers terminal queries: the session's emulator, or the clients (queries.py)
     colors: dict[str, Any] | None = None  # validated; parsed over the daemon's default colours by the manager
     size_policy: str | None = None  # None: the daemon's default (RUST_PTY_SIZE_POLICY)
+    env_mode: str = "merge"  # "replace": env is the whole environment (what node-pty's spawn passes)
 
 
 MAX_KILL_AFTER_DETACH_S: Final = 365 * 86400
@@ -363,6 +364,7 @@ def parse_create_options(msg: dict[str, Any]) -> CreateOptions:
         colors=get_colors(o),
         size_policy=_one_of(o, "size_policy", POLICIES, None),
         kill_after_detach_s=_kill_after_detach(o),
+        env_mode=_one_of(o, "env_mode", ("merge", "replace"), "merge") or "merge",
     )
 
 

@@ -483,7 +483,20 @@ class Session:
             "cwd": self.cwd(), "title": self.title, "cols": self.cols, "rows": self.rows,
             "created_at": self.created_at, "last_attached_at": self.last_attached_at, "running": self.running,
             "exit_code": self.exit_code, "exit_signal": self.exit_signal, "clients": len(self.subscribers),
+            "process": self.process(),
         }
+
+    def process(self) -> str:
+        """The terminal's foreground program (its process group leader's name, as node-pty's IPty.process);
+        "" once exited or when unknown."""
+        pg = foreground_pgrp(self._fd) if self.running and self._fd >= 0 else None
+        if pg is None:
+            return ""
+        try:
+            with open(f"/proc/{pg}/comm") as f:
+                return f.read().strip()
+        except OSError:
+            return ""
 
     # -- subscribers -------------------------------------------------------------------------------------------
 

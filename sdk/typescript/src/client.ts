@@ -7,6 +7,7 @@ import { TextDecoder } from "node:util";
 
 import { DEFAULT_MAX_FRAME, FrameDecoder, FrameError, Malformed, encodeFrame, type Message } from "./codec.js";
 import { PtyDaemonError } from "./errors.js";
+import { SessionHandle, type CreatedSession } from "./session.js";
 import { TypedEmitter, type ReattachResult } from "./events.js";
 import type {
   AttachOptions,
@@ -650,12 +651,15 @@ export class PtyDaemonClient extends TypedEmitter {
 
   // -- the API ------------------------------------------------------------------------------------------------
 
-  /** Create a session; resolves with its SessionInfo. With attach: true this client gets its output from byte 0. */
-  async createSession(options: CreateSessionOptions = {}): Promise<SessionInfo> {
+  /**
+   * Create a session; resolves with a handle on it (SessionHandle) carrying the SessionInfo of the reply. With
+   * attach: true this client gets its output from byte 0.
+   */
+  async createSession(options: CreateSessionOptions = {}): Promise<CreatedSession> {
     const opts: Record<string, unknown> = {};
     // Field order as in the protocol's vectors.
     const keys = ["shell", "args", "cwd", "env", "cols", "rows", "name", "tags", "attach", "queries", "colors",
-      "size_policy"] as const;
+      "size_policy", "kill_after_detach_s", "env_mode"] as const;
     for (const k of keys) {
       if (options[k] !== undefined) opts[k] = options[k];
     }
@@ -671,7 +675,12 @@ export class PtyDaemonClient extends TypedEmitter {
         },
       },
     );
-    return ok.session as SessionInfo;
+    return Object.assign(new SessionHandle(this, (ok.session as SessionInfo).id), ok.session as SessionInfo);
+  }
+
+  /** A handle on session `id`: its own events (onData, onExit, ...) and methods (write, resize, kill, ...). */
+  session(id: number): SessionHandle {
+    return new SessionHandle(this, id);
   }
 
   /**

@@ -30,3 +30,5 @@ export {
 } from "./codec.js";
 export type { Message } from "./codec.js";
 export type * from "./types.js";
+export { SessionHandle } from "./session.js";
+export type { CreatedSession, IDisposable, SessionEventName } from "./session.js";

@@ -18,6 +18,8 @@ export interface SessionInfo {
   exit_signal: number | null;
   /** Connections attached to it. */
   clients: number;
+  /** The terminal's foreground program (its process group leader's name, at most 15 bytes); "" once exited. */
+  process: string;
 }
 
 export interface Snapshot {
@@ -50,8 +52,10 @@ export interface CreateSessionOptions {
   args?: string[];
   /** Must be an existing directory. Default: the daemon's $HOME. */
   cwd?: string;
-  /** Merged over the daemon's environment. */
+  /** Merged over the daemon's environment (env_mode "merge"), or the whole environment (env_mode "replace"). */
   env?: Record<string, string>;
+  /** "merge" (default): env is added to the daemon's environment; "replace": env is all the session gets. */
+  env_mode?: "merge" | "replace";
   cols?: number;
   rows?: number;
   name?: string;
@@ -64,6 +68,8 @@ export interface CreateSessionOptions {
   colors?: Colors;
   /** The session's size when several clients resize it (default "latest"). */
   size_policy?: "latest" | "smallest" | "largest" | "manual";
+  /** Kill the session this many seconds after its last client left (cancelled by an attach). */
+  kill_after_detach_s?: number;
 }
 
 /** A session's colours: "#rrggbb", "#rgb" or "rgb:r/g/b"; palette from index 0, or index -> colour. */

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from ..client import Client
 from .common import by_ref, eprint
@@ -57,7 +56,7 @@ async def cmd_send(client: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_snapshot(client: Client, args: argparse.Namespace) -> int:
-    snap: dict[str, Any] = await by_ref(client, args.session, client.snapshot)
+    snap = await by_ref(client, args.session, client.get_snapshot)
     if args.format == "ansi":
         sys.stdout.flush()
         sys.stdout.buffer.write(bytes(snap.get("data") or b""))

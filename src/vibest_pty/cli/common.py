@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from ..client import Client, PtyError, SessionInfo
 from ..protocol import SESSION_NOT_FOUND
 from .format import escape
 
 PROG = "vibest-pty"
+T = TypeVar("T")
 
 
 class CliError(Exception):
@@ -47,7 +49,7 @@ async def resolve(client: Client, ref: str) -> SessionInfo:
     raise CliError(f"no session {escape(repr(ref))} (see `{PROG} ls`)")
 
 
-async def by_ref(client: Client, ref: str, op: Any) -> Any:
+async def by_ref(client: Client, ref: str, op: Callable[[int], Awaitable[T]]) -> T:
     """Run `op(id)` for the session `ref` names. A number is tried as an id first; when no session has it,
     a session *named* so is looked up (and the original error kept when there is none)."""
     sid = await resolve_id(client, ref)

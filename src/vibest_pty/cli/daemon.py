@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import errno
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -139,7 +140,12 @@ async def cmd_daemon(args: argparse.Namespace) -> int:
         return 0
     await client.close()
     # stop: SIGTERM is the daemon's graceful path (shutdown event to clients, sessions hung up, socket removed).
-    os.kill(pid, 15)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # it went away by itself meanwhile
+    except PermissionError:
+        raise CliError(f"cannot stop the daemon (pid {pid}): it belongs to another user") from None
     deadline = time.monotonic() + args.timeout
     while not (_gone(pid) and not os.path.exists(path)):
         if time.monotonic() > deadline:
