@@ -813,3 +813,11 @@ def test_commands_racing_to_start_the_daemon_share_one(tmpdir_short: str) -> Non
         assert r.returncode == 0 and f"pid {_lock_pid(sock)}" in r.stdout
     finally:
         run_cli(None, "daemon", "stop", socket=sock, timeout=60)
+
+
+def test_new_kill_after_detach_kills_a_session_nobody_attaches(daemon: Daemon) -> None:
+    sid = int(cli_main(daemon, "new", "-d", "--kill-after-detach", "0.5", "--", "sh").stdout)
+    kept = int(cli_main(daemon, "new", "-d", "--", "sh").stdout)
+    wait_until(lambda: not any(s["id"] == sid and s["running"] for s in sessions_json(daemon)), what="the kill")
+    assert any(s["id"] == kept and s["running"] for s in sessions_json(daemon))
+    assert cli_main(daemon, "new", "-d", "--kill-after-detach", "-1", "--", "sh").returncode == 2

@@ -70,6 +70,7 @@ class SessionInfo(TypedDict):
     exit_code: int | None
     exit_signal: int | None
     clients: int
+    process: str  # the terminal's foreground program (its process group leader's name)
 
 
 class Snapshot(TypedDict):

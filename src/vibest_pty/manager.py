@@ -14,7 +14,7 @@ from .config import Config
 from .protocol import CreateOptions, ProtocolError
 from .pty import spawn
 from .queries import parse_colors
-from .session import Counters, Session
+from .session import Counters, Session, SessionLimits, SessionSpec
 from .worker import EmulatorWorker
 
 log = logging.getLogger("vibest_pty.manager")
@@ -24,6 +24,11 @@ class Manager:
     def __init__(self, config: Config, worker: EmulatorWorker) -> None:
         self.config = config
         self.worker = worker
+        self.limits = SessionLimits(
+            scrollback_lines=config.scrollback_lines, replay_bytes=config.replay_bytes,
+            input_queue_bytes=config.input_queue_bytes, kill_grace_s=config.kill_grace_ms / 1000,
+            max_frame=config.max_frame,
+        )
         self.sessions: dict[int, Session] = {}
         self._exited: OrderedDict[int, None] = OrderedDict()  # exit order, oldest first
         self._next_id = 1
@@ -76,12 +81,11 @@ class Manager:
         sid = self._next_id
         self._next_id += 1
         session = Session(
-            sid, child, argv, cwd, opts.cols, opts.rows, opts.name, dict(opts.tags),
-            scrollback_lines=cfg.scrollback_lines, replay_bytes=cfg.replay_bytes,
-            input_queue_bytes=cfg.input_queue_bytes, kill_grace_s=cfg.kill_grace_ms / 1000,
-            on_exit=self._on_exit, counters=self.counters, worker=self.worker,
-            queries=opts.queries, size_policy=opts.size_policy or cfg.size_policy,
-            colors=parse_colors(opts.colors, cfg.colors) if opts.colors is not None else cfg.colors,
+            sid, child, SessionSpec(argv, cwd, opts.cols, opts.rows, opts.name, dict(opts.tags), queries=opts.queries,
+                                    colors=parse_colors(opts.colors, cfg.colors) if opts.colors is not None
+                                    else cfg.colors,
+                                    size_policy=opts.size_policy or cfg.size_policy),
+            self.limits, self.worker, on_exit=self._on_exit, counters=self.counters,
         )
         self.sessions[sid] = session
         self._all_exited.clear()
@@ -163,4 +167,5 @@ class Manager:
         except TimeoutError:
             log.warning("%d sessions still running at shutdown", self.running_count)
         for sid in list(self.sessions):
+            self.sessions[sid].settle_kill()  # we are leaving: SIGKILL the stragglers now and reap the leader
             self._drop(sid)

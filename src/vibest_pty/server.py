@@ -133,6 +133,12 @@ class Connection(asyncio.Protocol):
     # -- requests -----------------------------------------------------------------------------------------------
 
     def _handle(self, msg: dict[str, Any]) -> None:
+        if msg.get("type") == "input" and "id" not in msg:  # keystrokes: no reply, no handler bookkeeping
+            try:
+                self.manager.get(protocol.get_session(msg)).write_input(protocol.get_data(msg))
+                return
+            except ProtocolError:
+                pass  # the full path below reports it
         rid: int | None = None
         rtype: str | None = None
         sid = msg.get("session")
@@ -218,7 +224,7 @@ class Connection(asyncio.Protocol):
                 then()
             self._schedule()
 
-        session.request_snapshot(done)
+        session.request_snapshot(done, bounded=request == "snapshot")
         return slot
 
     def _subscribe(self, sid: int) -> Subscriber:
@@ -464,7 +470,6 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.request_stop, sig)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closing terminal must not take the daemon down
-        self.worker.warm_up()
         log.info("vibest-pty-daemon %s listening on %s (pid %d)", __version__, path, os.getpid())
 
     def request_stop(self, sig: int | None = None) -> None:

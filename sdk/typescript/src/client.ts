@@ -8,6 +8,7 @@ import { TextDecoder } from "node:util";
 import { DEFAULT_MAX_FRAME, FrameDecoder, FrameError, Malformed, encodeFrame, type Message } from "./codec.js";
 import { PtyDaemonError } from "./errors.js";
 import { SessionHandle, type CreatedSession } from "./session.js";
+import { checkSocketTrust } from "./trust.js";
 import { TypedEmitter, type ReattachResult } from "./events.js";
 import type {
   AttachOptions,
@@ -247,7 +248,7 @@ export class PtyDaemonClient extends TypedEmitter {
       } catch (err) {
         lastError = err;
         // A daemon that answers with an error (e.g. unsupported_protocol) will not change its mind.
-        if (err instanceof PtyDaemonError && err.reply) {
+        if (err instanceof PtyDaemonError && (err.reply || err.code === "untrusted_server")) {
           this.state = "idle";
           this.failQueued(err);
           throw err;
@@ -274,6 +275,7 @@ export class PtyDaemonClient extends TypedEmitter {
   /** One attempt: connect, install handlers, hello. The socket becomes this.socket; requests still queue. */
   private connectOnce(timeoutMs: number): Promise<HelloInfo> {
     return new Promise<HelloInfo>((resolve, reject) => {
+      checkSocketTrust(this.socketPath); // throws untrusted_server: the executor's throw rejects
       const sock = net.createConnection(this.socketPath);
       let settled = false;
       const timer = setTimeout(() => fail(new PtyDaemonError("timeout", "connect/hello timed out")), timeoutMs);
@@ -364,7 +366,12 @@ export class PtyDaemonClient extends TypedEmitter {
       let hello: HelloInfo | null = null;
       try {
         hello = await this.connectOnce(Math.max(1000, o.maxDelayMs));
-      } catch {
+      } catch (err) {
+        if (err instanceof PtyDaemonError && err.code === "untrusted_server") {
+          this.emit("error", err);
+          this.finalize(err.message, err);
+          return;
+        }
         if (this.autoStart && !autoStarted && this.state === "reconnecting") {
           autoStarted = true;
           await this.startDaemon();

@@ -32,3 +32,4 @@ export type { Message } from "./codec.js";
 export type * from "./types.js";
 export { SessionHandle } from "./session.js";
 export type { CreatedSession, IDisposable, SessionEventName } from "./session.js";
+export { checkSocketTrust } from "./trust.js";

@@ -108,6 +108,12 @@ export interface QueueStats {
   events: number;
   bytes: number;
   level: BackpressureLevel;
+  /** Frames thrown away by overflows. */
+  discarded: number;
+  /** Resyncs sent to this subscriber. */
+  resyncs: number;
+  /** Backpressure warnings sent to this subscriber. */
+  warnings: number;
 }
 
 export interface Stats {
@@ -118,6 +124,8 @@ export interface Stats {
   running: number;
   bytes_in: number;
   bytes_out: number;
+  /** Frames written to clients. */
+  frames_out: number;
   rss: number;
   queues: QueueStats[];
 }
