@@ -39,12 +39,14 @@ SPAWN_FAILED: Final = "spawn_failed"
 UNSUPPORTED_PROTOCOL: Final = "unsupported_protocol"
 UNAUTHORIZED: Final = "unauthorized"
 INTERNAL: Final = "internal"
+DAEMON_RESTARTED: Final = "daemon_restarted"  # client-side: a reconnect found another daemon instance
 READ_ONLY: Final = "read_only"
 
 ERROR_CODES: Final = frozenset(
     {
         BAD_FRAME, BAD_MESSAGE, UNKNOWN_TYPE, INVALID_ARGUMENT, SESSION_NOT_FOUND, SESSION_EXITED,
         INPUT_QUEUE_FULL, LIMIT_REACHED, SPAWN_FAILED, UNSUPPORTED_PROTOCOL, UNAUTHORIZED, INTERNAL,
+        DAEMON_RESTARTED,
         READ_ONLY,
     }
 )
@@ -176,7 +178,7 @@ def decode_all(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> list[dict[str
 
 REQUEST_TYPES: Final = frozenset(
     {"hello", "create", "attach", "detach", "input", "resize", "kill", "signal", "ack", "list", "snapshot", "stats",
-     "prune"}
+     "prune", "run", "wait", "text", "watch", "unwatch"}
 )
 
 
@@ -311,6 +313,7 @@ class CreateOptions:
     colors: dict[str, Any] | None = None  # validated; parsed over the daemon's default colours by the manager
     size_policy: str | None = None  # None: the daemon's default (RUST_PTY_SIZE_POLICY)
     env_mode: str = "merge"  # "replace": env is the whole environment (what node-pty's spawn passes)
+    shell_integration: bool = True  # bash/zsh/fish get OSC 133 marks injected (shell_integration/, agent.py)
 
 
 MAX_KILL_AFTER_DETACH_S: Final = 365 * 86400
@@ -365,6 +368,7 @@ def parse_create_options(msg: dict[str, Any]) -> CreateOptions:
         size_policy=_one_of(o, "size_policy", POLICIES, None),
         kill_after_detach_s=_kill_after_detach(o),
         env_mode=_one_of(o, "env_mode", ("merge", "replace"), "merge") or "merge",
+        shell_integration=get_bool(o, "shell_integration", True),
     )
 
 
