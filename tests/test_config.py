@@ -14,12 +14,13 @@ SETTINGS = [f for f in dataclasses.fields(Config) if f.name != "socket_path"]
 
 @pytest.mark.parametrize("f", SETTINGS, ids=lambda f: f.name)
 def test_every_setting_has_its_variable_and_flag(f: dataclasses.Field[object]) -> None:
-    value = "debug" if f.name == "log_level" else "true" if f.type in (bool, "bool") else "1030"
+    samples = {"log_level": "debug", "size_policy": "smallest", "colors": "#ffffff:#102030"}
+    value = samples.get(f.name, "true" if f.type in (bool, "bool") else "1030")
     base = {"RUST_PTY_SOCKET_PATH": "/tmp/x/socket", "RUST_PTY_FLOW_THRESHOLD": "3"}
-    cfg = Config.load([], env={**base, env_var(f.name): value})
-    assert str(getattr(cfg, f.name)).lower() == value.lower() or getattr(cfg, f.name) == 1030
-    cfg = Config.load([flag(f.name), value], env=base)
-    assert str(getattr(cfg, f.name)).lower() == value.lower() or getattr(cfg, f.name) == 1030
+    want = f.metadata["parse"](value)
+    assert want != f.default, "the sample must differ from the default"
+    assert getattr(Config.load([], env={**base, env_var(f.name): value}), f.name) == want
+    assert getattr(Config.load([flag(f.name), value], env=base), f.name) == want
 
 
 def test_a_flag_beats_its_variable_and_bad_values_name_it() -> None:

@@ -12,6 +12,8 @@ from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 from . import __version__
+from .queries import DEFAULT_COLORS, Colors, parse_colors
+from .sizing import POLICIES
 
 
 class ConfigError(Exception):
@@ -59,6 +61,22 @@ def _level(text: str) -> str:
     return t
 
 
+def _size_policy(text: str) -> str:
+    t = text.strip().lower()
+    if t not in POLICIES:
+        raise ValueError(f"must be one of {', '.join(POLICIES)}")
+    return t
+
+
+def _colors(text: str) -> Colors:
+    """FOREGROUND:BACKGROUND[:CURSOR], each #rrggbb (what sessions answer colour queries with)."""
+    parts = text.strip().split(":")
+    if not 2 <= len(parts) <= 3:
+        raise ValueError("must be FOREGROUND:BACKGROUND[:CURSOR], e.g. #d0d0d0:#000000")
+    keys = ("foreground", "background", "cursor")
+    return parse_colors(dict(zip(keys, parts, strict=False)))
+
+
 def _setting(default: Any, parse: Callable[[str], Any], metavar: str = "N") -> Any:
     """A setting's row: its environment variable and flag are derived from the field's name (env_var, flag)."""
     return field(default=default, metadata={"parse": parse, "metavar": metavar})
@@ -88,6 +106,8 @@ class Config:
     max_exited: int = _setting(100, _non_negative_int)
     kill_grace_ms: int = _setting(2000, _non_negative_int)
     log_level: str = _setting("info", _level, "LEVEL")
+    size_policy: str = _setting("latest", _size_policy, "POLICY")
+    colors: Colors = _setting(DEFAULT_COLORS, _colors, "FG:BG[:CURSOR]")  # noqa: RUF009 (a dataclasses.field)
 
     @classmethod
     def load(cls, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
