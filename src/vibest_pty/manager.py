@@ -14,6 +14,7 @@ from .agent import Hub, SessionAgent, new_nonce
 from .config import Config
 from .protocol import CreateOptions, ProtocolError
 from .pty import spawn
+from .queries import parse_colors
 from .session import Counters, Session, SessionLimits, SessionSpec
 from .shell_integration import inject
 from .watchdog import Watchdog
@@ -91,7 +92,9 @@ class Manager:
         self._next_id += 1
         session = Session(
             sid, child, SessionSpec(argv, cwd, opts.cols, opts.rows, opts.name, dict(opts.tags), queries=opts.queries,
-                                    colors=opts.colors, size_policy=opts.size_policy),
+                                    colors=parse_colors(opts.colors, cfg.colors) if opts.colors is not None
+                                    else cfg.colors,
+                                    size_policy=opts.size_policy or cfg.size_policy),
             self.limits, self.worker, on_exit=self._on_exit, counters=self.counters,
         )
         session.agent = SessionAgent(session, nonce, injected, self.hub, shell_name)

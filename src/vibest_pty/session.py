@@ -28,7 +28,7 @@ from .flow import FlowLimits, Sink, Subscriber
 from .input_queue import InputQueue
 from .protocol import ProtocolError
 from .pty import Child, foreground_pgrp, set_winsize
-from .queries import DEFAULT_COLORS, Colors, QueryFilter, Segment, for_emulator, parse_colors
+from .queries import DEFAULT_COLORS, Colors, Query, QueryFilter, Segment, for_emulator, parse_colors
 from .replay import ReplayWindow
 from .sizing import SizePolicy
 
@@ -242,7 +242,7 @@ class Session:
         """Queries go to the emulator only (it answers them); the rest to both, in order."""
         emu = for_emulator(segs)  # queries.Marked when the responder must scan it
         if emu:
-            self.feed.output(emu)
+            self.feed.output(emu, eager=any(isinstance(s, Query) for s in segs))  # a query is answered at once
         client = b"".join(s for s in segs if isinstance(s, bytes))
         if client:
             self._to_clients(client)
