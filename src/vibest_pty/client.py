@@ -71,6 +71,17 @@ class SessionInfo(TypedDict):
     exit_signal: int | None
     clients: int
     process: str  # the terminal's foreground program (its process group leader's name)
+    shell_state: str  # "prompt" | "running" | "unknown" (shell integration, docs/protocol.md "Agents")
+    shell_integration: bool
+    last_command: LastCommand | None
+
+
+class LastCommand(TypedDict):
+    command: str | None
+    exit_code: int | None
+    started_at: float
+    finished_at: float | None
+    cwd: str | None
 
 
 class Snapshot(TypedDict):
@@ -720,7 +731,14 @@ class Client:
         await self.request("signal", session=session, signal=signal)
 
     async def list_sessions(self) -> builtins.list[SessionInfo]:
-        return cast(builtins.list[SessionInfo], (await self.request("list"))["sessions"])
+        sessions: builtins.list[SessionInfo] = []
+        after = 0
+        while True:  # the daemon pages a long list (`next`: docs/protocol.md)
+            reply = await self.request("list", after=after)
+            sessions += cast(builtins.list[SessionInfo], reply["sessions"])
+            if reply.get("next") is None:
+                return sessions
+            after = reply["next"]
 
     async def get_snapshot(self, session: int) -> Snapshot:
         return cast(Snapshot, (await self.request("snapshot", session=session))["snapshot"])
@@ -731,6 +749,42 @@ class Client:
     async def prune(self) -> builtins.list[int]:
         """Remove the records of every exited session; returns their ids."""
         return cast(builtins.list[int], (await self.request("prune"))["removed"])
+
+    # -- agents (docs/protocol.md "Agents"): these replies come when the condition holds ------------------------
+
+    async def run_command(self, session: int, command: str, *, timeout_ms: int | None = None) -> dict[str, Any]:
+        """Type `command` at the shell's prompt and wait for its end: {exit_code, output, output_offsets,
+        duration_ms, truncated}. Errors: busy, timeout (reply has the output so far), no_shell_integration."""
+        fields: dict[str, Any] = {"session": session, "command": command}
+        if timeout_ms is not None:
+            fields["timeout_ms"] = timeout_ms
+        return {k: v for k, v in (await self.request("run", **fields)).items() if k not in ("type", "id")}
+
+    async def wait_for(self, session: int, condition: str, *, pattern: str | None = None,
+                       idle_ms: int | None = None, timeout_ms: int | None = None) -> dict[str, Any]:
+        """Wait until `condition` ("prompt", "exit", "idle", "text" with a regex `pattern`) holds."""
+        fields: dict[str, Any] = {"session": session, "for": condition}
+        for k, v in (("pattern", pattern), ("idle_ms", idle_ms), ("timeout_ms", timeout_ms)):
+            if v is not None:
+                fields[k] = v
+        return {k: v for k, v in (await self.request("wait", **fields)).items() if k not in ("type", "id")}
+
+    async def get_text(self, session: int, scope: str = "screen", *, since: int | None = None) -> dict[str, Any]:
+        """Plain text rendered by the daemon's emulator: {text, offset, truncated}; `scope` is "screen",
+        "scrollback" or "all"; with `since`, the text of the output after that offset instead."""
+        fields: dict[str, Any] = {"session": session}
+        if since is not None:
+            fields["since"] = since
+        else:
+            fields["scope"] = scope
+        return {k: v for k, v in (await self.request("text", **fields)).items() if k not in ("type", "id")}
+
+    async def watch(self) -> builtins.list[SessionInfo]:
+        """Get session_created / session_exited / session_removed and command end events of every session."""
+        return cast(builtins.list[SessionInfo], (await self.request("watch"))["sessions"])
+
+    async def unwatch(self) -> None:
+        await self.request("unwatch")
 
     # The first names of this client, kept for its users (tests, benchmarks).
     create = create_session

@@ -8,6 +8,7 @@ export type {
   BackpressureWarningEvent,
   ClientEvents,
   CloseEvent,
+  CommandEvent,
   DisconnectEvent,
   EventName,
   ExitEvent,
@@ -16,6 +17,9 @@ export type {
   ReattachResult,
   ReconnectEvent,
   ResyncEvent,
+  SessionCreatedEvent,
+  SessionExitedEvent,
+  SessionRemovedEvent,
   ShutdownEvent,
 } from "./events.js";
 export {

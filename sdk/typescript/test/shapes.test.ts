@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
-import { createClient, type HelloInfo, type PtyDaemonClient, type QueueStats, type SessionInfo, type Snapshot, type Stats } from "@vibest/pty-daemon";
+import { createClient, type HelloInfo, type LastCommand, type PtyDaemonClient, type QueueStats, type SessionInfo, type Snapshot, type Stats } from "@vibest/pty-daemon";
 
 import { Daemon, ROOT, sleep } from "./helpers.js";
 
@@ -26,8 +26,11 @@ const TYPE_KEYS: Record<string, Record<string, true>> = {
   SessionInfo: {
     id: true, pid: true, command: true, name: true, tags: true, cwd: true, title: true, cols: true, rows: true,
     created_at: true, last_attached_at: true, running: true, exit_code: true, exit_signal: true, clients: true,
-    process: true,
+    process: true, shell_state: true, shell_integration: true, last_command: true,
   } satisfies Exact<SessionInfo>,
+  LastCommand: {
+    command: true, exit_code: true, started_at: true, finished_at: true, cwd: true,
+  } satisfies Exact<LastCommand>,
   Snapshot: {
     data: true, offset: true, cols: true, rows: true, cursor: true, cursor_visible: true, alt_screen: true,
     modes: true, title: true, cwd: true, scrollback_lines: true,
