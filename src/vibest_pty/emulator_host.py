@@ -3,7 +3,7 @@
 Each session has its own command queue; `step()` serves the sessions with work round-robin, one unit each (the
 feeds queued for a session, merged up to PARSE_BATCH, or one job), so a 1000x1000 snapshot or a parse-heavy flood
 in one session delays another session by one unit at most, never by that session's whole queue. Runs wherever
-the emulators live (the worker thread); it does no I/O itself: events go to `emit`.
+the emulators live (a pool process, emulator_process.py); it does no I/O itself: events go to `emit`.
 """
 
 from __future__ import annotations

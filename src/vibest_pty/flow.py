@@ -5,7 +5,7 @@ every subscriber) and never waits; the connection's writer pops frames when its 
 fills up never blocks the PTY: its backlog is discarded and replaced by a resync (a fresh snapshot) once the
 connection has drained, or, when so configured, the connection is closed.
 
-Snapshots come back asynchronously (from the emulator thread). While one is being made the subscriber is `held`:
+Snapshots come back asynchronously (from an emulator process, through the session's feed). While one is being made the subscriber is `held`:
 output from the snapshot's offset on is queued as usual but not sent before the snapshot itself.
 
 The Outbox is a connection's writer: control frames first (reply slots keep request order), subscribers

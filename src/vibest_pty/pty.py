@@ -43,8 +43,8 @@ def spawn(
             (os.POSIX_SPAWN_DUP2, 0, 2),
         ]
         envb = {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
-        # posix_spawn has no cwd argument in Python, so chdir around it. The daemon's other thread (the emulator
-        # worker) never uses relative paths, so the process-wide change is safe.
+        # posix_spawn has no cwd argument in Python, so chdir around it. The emulators run in their own processes;
+        # no other thread of the daemon uses relative paths, so the process-wide change is safe.
         old = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.chdir(cwd)

@@ -190,7 +190,7 @@ class Connection(asyncio.Protocol):
         if protocol.get_colors(msg) is not None:
             session.update_colors(msg["colors"])
         rid = self._rid
-        # The offset, the subscription and the snapshot request are the same instant: the emulator thread takes
+        # The offset, the subscription and the snapshot request are the same instant: the emulator process takes
         # the snapshot after exactly the output before `offset`, and the subscriber queues what follows it.
         offset = session.offset
         replay = session.replay_since(since) if since is not None else None
@@ -217,7 +217,7 @@ class Connection(asyncio.Protocol):
         self, session: Session, rid: int, request: str,
         fields: Callable[[dict[str, Any]], dict[str, Any]], then: Callable[[], None] | None = None,
     ) -> Slot:
-        """A reply slot filled when the emulator thread has made the session's snapshot."""
+        """A reply slot filled when the emulator process has made the session's snapshot."""
         slot = self.outbox.reserve()
 
         def done(snapshot: dict[str, Any] | Exception) -> None:
