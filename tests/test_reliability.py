@@ -803,6 +803,9 @@ async def test_kill_leaves_no_survivor_in_the_session_group(daemon_factory: Any)
     s = await c.create(shell="/bin/sh", attach=True, args=[
         "-c", f"trap '' HUP TERM INT; sleep {mark} & sleep {mark} & echo armed; while :; do sleep 0.05; done"])
     await read_until(c, s["id"], b"armed")
+    deadline = time.monotonic() + 10
+    while len(sleepers(mark)) < 2 and time.monotonic() < deadline:  # a forked job may not have exec'd sleep yet
+        await asyncio.sleep(0.05)
     assert len(sleepers(mark)) == 2
     t0 = time.monotonic()
     await c.kill(s["id"])
