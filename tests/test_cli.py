@@ -4,12 +4,15 @@ capture-pane, always polled against a deadline rather than slept on)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +23,7 @@ from typing import Any
 import pytest
 
 from vibest_pty import cli
+from vibest_pty.cli import daemon as cli_daemon
 
 from .conftest import Daemon
 
@@ -170,13 +174,19 @@ def test_snapshot_text_renders_through_the_emulator() -> None:
 
 
 class _FakeClient:
+    def __init__(self) -> None:
+        self.resyncs: list[int] = []
+
     def on(self, event: str, fn: Callable[[dict[str, Any]], None]) -> None:
         pass
 
+    async def resync(self, sid: int) -> None:
+        self.resyncs.append(sid)
 
-async def test_attachment_offsets_resync_exit() -> None:
-    """Output already in the painted snapshot is skipped or trimmed; resync repaints (leaving the alternate
-    screen the old picture was on); a signal exit becomes 128 + signal."""
+
+async def test_attachment_paints_output_repaints_on_resync_and_exits_with_the_signal() -> None:
+    """Output is written as the client delivers it (the client trims it, tests/test_client.py); a resync
+    repaints (leaving the alternate screen the old picture was on); a signal exit becomes 128 + signal."""
     r, w = os.pipe()
     try:
         att = cli.Attachment(_FakeClient(), 0x1C, in_fd=-1, out_fd=w)  # type: ignore[arg-type]
@@ -184,13 +194,11 @@ async def test_attachment_offsets_resync_exit() -> None:
         att._paint({"data": b"SNAP\x1b[?1049h", "offset": 10, "modes": {}})
         att._ready = True
         for ev in [
-            {"type": "output", "session": 5, "offset": 4, "data": b"old"},  # before the snapshot
-            {"type": "output", "session": 5, "offset": 8, "data": b"xxNEW"},  # straddles it
+            {"type": "output", "session": 5, "offset": 10, "data": b"NEW"},
             {"type": "output", "session": 6, "offset": 13, "data": b"other"},  # another session
             {"type": "output", "session": 5, "offset": 13, "data": b"\x1b[?100"},
             {"type": "output", "session": 5, "offset": 21, "data": b"2h"},
             {"type": "resync", "session": 5, "snapshot": {"data": b"FRESH", "offset": 100}},
-            {"type": "output", "session": 5, "offset": 90, "data": b"late"},
             {"type": "output", "session": 5, "offset": 100, "data": b"!"},
             {"type": "exit", "session": 5, "code": None, "signal": 15},
         ]:
@@ -202,8 +210,29 @@ async def test_attachment_offsets_resync_exit() -> None:
         os.close(w)
     assert out.index(b"SNAP") < out.index(b"NEW") < out.index(b"\x1b[?1049l") < out.index(b"FRESH")
     assert out.endswith(b"FRESH!")
-    assert b"old" not in out and b"xx" not in out and b"other" not in out and b"late" not in out
+    assert b"other" not in out
     assert _state(att.modes) == (None, False)
+
+
+async def test_attachment_far_behind_asks_the_client_for_a_resync_and_drops_output_until_it_comes() -> None:
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    fake = _FakeClient()
+    try:
+        att = cli.Attachment(fake, 0x1C, in_fd=-1, out_fd=w)  # type: ignore[arg-type]
+        att.sid = 5
+        att._ready = True
+        chunk = b"y" * 65536
+        for i in range(80):  # 5 MiB into a pipe nobody reads: past the 4 MiB backlog bound
+            att._on_event({"type": "output", "session": 5, "offset": i * len(chunk), "data": chunk})
+        await asyncio.sleep(0)
+        assert fake.resyncs == [5] and att._repainting
+        att._on_event({"type": "resync", "session": 5, "snapshot": {"data": b"FRESH", "offset": 1 << 23}})
+        assert not att._repainting
+        att._writer.close()
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -255,11 +284,13 @@ def sessions_json(daemon: Daemon) -> list[dict[str, Any]]:
     return json.loads(r.stdout)  # type: ignore[no-any-return]
 
 
-def test_daemon_not_running() -> None:
-    r = run_cli(None, "ls", socket="/nonexistent/vp/socket")
+def test_no_start_reports_a_missing_daemon_and_starts_none(tmpdir_short: str) -> None:
+    sock = os.path.join(tmpdir_short, "vp", "socket")
+    r = run_cli(None, "--no-start", "ls", socket=sock)
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1
-    assert "daemon not running" in r.stderr and "vibest-pty-daemon" in r.stderr and "./run" in r.stderr
+    assert "daemon not running" in r.stderr and "vibest-pty daemon start" in r.stderr
+    assert not os.path.exists(os.path.dirname(sock))
 
 
 def test_commands(daemon: Daemon, tmp_path: Path) -> None:
@@ -301,14 +332,15 @@ def test_commands(daemon: Daemon, tmp_path: Path) -> None:
     r = cli_main(daemon, "signal", "sh1", "INT")
     assert r.returncode == 0, r.stderr
     r = cli_main(daemon, "signal", "sh1", "NOPE")
-    assert r.returncode == 1 and "signal" in r.stderr and "NOPE" in r.stderr
+    assert r.returncode == 2 and "signal" in r.stderr and "NOPE" in r.stderr
 
     # errors: unknown session, ambiguous name
     for cmd in (["kill", "99"], ["send", "nosuch", "x"], ["snapshot", "42"], ["attach", "x"]):
         r = cli_main(daemon, *cmd)
         assert r.returncode == 1, cmd
         assert r.stderr.count("\n") == 1, r.stderr
-    assert "no session '99'" in cli_main(daemon, "kill", "99").stderr
+    assert "no such session (no session 99)" in cli_main(daemon, "kill", "99").stderr
+    assert "no session 'nosuch'" in cli_main(daemon, "kill", "nosuch").stderr
     cli_main(daemon, "new", "-d", "--name", "sh1", "--", "sh")
     r = cli_main(daemon, "kill", "sh1")
     assert r.returncode == 1 and "2 sessions are named 'sh1'" in r.stderr
@@ -468,7 +500,7 @@ def test_attach_detach_reattach_resize_exit(tmux: Tmux, daemon: Daemon) -> None:
     # detach: the terminal comes back (alternate screen left), the command says why and exits 0
     tmux.keys("C-\\")
     after = tmux.wait("new-rc=0")
-    assert f"[detached from session {sid}]" in after
+    assert f"[detached from session {sid} (demo)]" in after
     assert text not in after and "hello-42" in after  # back on the normal screen
     # ... and restored exactly: termios settings and every mode the app had set
     assert tmux.flags() == CLEAN
@@ -499,7 +531,7 @@ def test_attach_detach_reattach_resize_exit(tmux: Tmux, daemon: Daemon) -> None:
     tmux.wait(lambda s: text not in s and "in42>" in s)
     tmux.type("exit 7")
     out = tmux.wait("attach-rc=7")
-    assert f"[session {sid} exited with code 7]" in out
+    assert f"[session {sid} (demo) exited with code 7]" in out
     assert tmux.flags() == CLEAN
     assert not sessions_json(daemon)[0]["running"]
 
@@ -530,7 +562,7 @@ def test_new_with_command_signal_exit_and_detach_key(tmux: Tmux, daemon: Daemon)
     out = tmux.wait(lambda s: re.search(r"rc5=\d", s) is not None, timeout=10)
     tail = [ln for ln in out.splitlines() if ln.strip()][-3:]
     [sid] = [s["id"] for s in sessions_json(daemon) if s["name"] == "flood"]
-    assert tail[0].endswith(f"[detached from session {sid}]") and tail[1:] == ["rc5=0", "outer$"], tail
+    assert tail[0].endswith(f"[detached from session {sid} (flood)]") and tail[1:] == ["rc5=0", "outer$"], tail
     assert cli_main(daemon, "kill", "flood").returncode == 0
     # the daemon stops under an attached client: it says so and exits 1
     tmux.type(f"clear; vibest-pty new {INNER}; echo \"rc4=$?\"")
@@ -539,3 +571,253 @@ def test_new_with_command_signal_exit_and_detach_key(tmux: Tmux, daemon: Daemon)
     out = tmux.wait(lambda s: re.search(r"rc4=\d", s) is not None)
     assert "rc4=1" in out and "[the daemon is shutting down" in out
     assert tmux.flags() == CLEAN
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Escape injection: nothing a session chose reaches the user's terminal raw
+
+_RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # every control character but the newline
+OSC52 = "\x1b]52;c;cm0gLXJmIH4=\x07"  # "put `rm -rf ~` on the clipboard"
+
+
+def test_escape_shows_c0_del_and_c1_as_hex_and_leaves_text_alone() -> None:
+    assert cli.escape(OSC52) == "\\x1b]52;c;cm0gLXJmIH4=\\x07"
+    assert cli.escape("a\x9b31mb\x7f\x00\n\t") == "a\\x9b31mb\\x7f\\x00\\x0a\\x09"
+    assert cli.escape("naïve ✓ ~/src") == "naïve ✓ ~/src"
+
+
+def test_format_table_escapes_every_session_string() -> None:
+    hostile = _info(name=f"n{OSC52}", cwd=f"/tmp/{OSC52}", command=["sh", "-c", f"echo {OSC52}"],
+                    title=OSC52, cols="80\x1b[2J", pid="1\x9d")
+    out = cli.format_table([hostile], now=1000.0, home="/home/u")
+    assert not _RAW_CONTROL.search(out), repr(out)
+    assert "\\x1b]52" in out
+    stats = cli.format_stats({"queues": [{"session": 1, "connection": 2, "events": 0, "level": OSC52}]})
+    assert not _RAW_CONTROL.search(stats)
+
+
+def test_ls_errors_and_snapshot_print_hostile_names_cwds_and_titles_escaped(
+        daemon: Daemon, tmpdir_short: str) -> None:
+    # A directory whose name holds an OSC 52, and a session that prints an OSC 52 inside a percent-encoded
+    # OSC 7 path (as a `cat` of a file would) and a title with C1 controls.
+    evil_dir = os.path.join(tmpdir_short, f"d{OSC52}")
+    os.mkdir(evil_dir)
+    r = cli_main(daemon, "new", "-d", "--name", f"x{OSC52}", "--cwd", evil_dir, "--", "sh")
+    assert r.returncode == 0, r.stderr
+    osc7 = r"\033]7;file://h/tmp/%%1b]52;c;cm0gLXJmIH4=%%07\007\033]2;t\302\2332J\007"
+    r = cli_main(daemon, "new", "-d", "--name", "osc7", "--", "sh", "-c", f"printf '{osc7}'; exec sleep 60")
+    assert r.returncode == 0, r.stderr
+    sid = int(r.stdout)
+    # The title comes after the OSC 7 in the output: once it is in, the cwd has been seen too.
+    wait_until(lambda: any(s["id"] == sid and s["title"] for s in sessions_json(daemon)), what="the title")
+    r = run_cli(daemon, "ls")  # the installed command, its real stdout
+    assert r.returncode == 0, r.stderr
+    assert not _RAW_CONTROL.search(r.stdout), repr(r.stdout)
+    assert "x\\x1b]52;c;" in r.stdout  # the name, shown escaped
+    # --json escapes controls as \u001b (and C1 as \u009b)
+    assert not _RAW_CONTROL.search(run_cli(daemon, "ls", "--json").stdout)
+    # errors quote what they were given
+    for argv in (["kill", f"no{OSC52}"], ["new", "-d", "--cwd", f"/nonexistent/{OSC52}", "--", "sh"]):
+        r = cli_main(daemon, *argv)
+        assert r.returncode in (1, 2) and not _RAW_CONTROL.search(r.stderr[:-1]), repr(r.stderr)
+        assert "\\x1b]52" in r.stderr
+    snap = cli_main(daemon, "snapshot", str(sid))
+    assert snap.returncode == 0 and not _RAW_CONTROL.search(snap.stdout)
+    # The daemon itself: an OSC 7 path with control characters is not taken as the cwd, and the title loses
+    # its C1 controls (U+009B here, which some terminals read as CSI).
+    [osc] = [s for s in sessions_json(daemon) if s["id"] == sid]
+    assert not osc["cwd"].startswith("/tmp/\x1b") and osc["title"] == "t2J", osc
+
+
+def test_prune_removes_exited_records_only(daemon: Daemon) -> None:
+    live = int(cli_main(daemon, "new", "-d", "--", "sh").stdout)
+    done = [int(cli_main(daemon, "new", "-d", "--", "true").stdout) for _ in range(2)]
+    wait_until(lambda: all(not s["running"] for s in sessions_json(daemon) if s["id"] in done), what="exits")
+    r = cli_main(daemon, "prune", "--json")
+    assert r.returncode == 0, r.stderr
+    assert sorted(json.loads(r.stdout)) == done
+    assert [s["id"] for s in sessions_json(daemon)] == [live]
+    r = cli_main(daemon, "prune")
+    assert r.returncode == 0 and "no exited sessions" in r.stderr
+
+
+@pytest.mark.parametrize("argv", [["signal", "1", "FOO"], ["signal", "1", "999"], ["attach", "1", "--timeout", "x"],
+                                  ["daemon", "restart"], ["new", "-d", "--cwd", "/nonexistent", "--", "sh"]])
+def test_bad_arguments_exit_2_everywhere(daemon: Daemon, argv: list[str]) -> None:
+    r = cli_main(daemon, *argv)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.count("\n") == 1, r.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The daemon on demand: started by the first command that needs it, stopped by `daemon stop`
+
+
+def _lock_pid(sock: str) -> int:
+    try:
+        return int(Path(sock + ".lock").read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def test_a_command_starts_the_daemon_in_the_background_and_daemon_stop_ends_it(tmpdir_short: str) -> None:
+    sock = os.path.join(tmpdir_short, "auto", "socket")
+    try:
+        r = run_cli(None, "daemon", "status", socket=sock)
+        assert r.returncode == 1 and "not running" in r.stdout
+        r = run_cli(None, "new", "-d", "--", "sh", socket=sock, timeout=60)  # no daemon yet: one is started
+        assert r.returncode == 0, r.stderr
+        sid = int(r.stdout)
+        pid = _lock_pid(sock)
+        assert pid > 0 and os.path.exists(os.path.join(tmpdir_short, "auto", "daemon.log"))
+        # it outlives the command that started it, in its own session (no terminal to hang it up)
+        assert os.getsid(pid) == pid
+        r = run_cli(None, "ls", "--json", socket=sock)
+        assert r.returncode == 0 and [s["id"] for s in json.loads(r.stdout)] == [sid]
+        r = run_cli(None, "daemon", "status", socket=sock)
+        assert r.returncode == 0 and f"pid {pid}" in r.stdout and "1 sessions (1 running)" in r.stdout
+        r = run_cli(None, "daemon", "start", socket=sock)
+        assert r.returncode == 0 and "already running" in r.stdout and _lock_pid(sock) == pid
+        r = run_cli(None, "daemon", "stop", socket=sock, timeout=60)
+        assert r.returncode == 0 and f"stopped the daemon (pid {pid})" in r.stdout, r.stderr
+        assert not os.path.exists(sock)
+        assert cli_daemon._gone(pid)  # no such process, or a zombie whose reaper (not us) has yet to run
+        r = run_cli(None, "daemon", "stop", socket=sock)
+        assert r.returncode == 0 and "not running" in r.stdout
+        r = run_cli(None, "daemon", "start", socket=sock, timeout=60)
+        assert r.returncode == 0 and "started the daemon" in r.stdout, r.stderr
+    finally:
+        run_cli(None, "daemon", "stop", socket=sock, timeout=60)
+        pid = _lock_pid(sock)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_daemon_that_cannot_start_is_reported_with_its_log(tmpdir_short: str) -> None:
+    parent = os.path.join(tmpdir_short, "open")
+    os.mkdir(parent)
+    os.chmod(parent, 0o777)  # the daemon refuses a socket directory others can write to
+    r = run_cli(None, "ls", socket=os.path.join(parent, "socket"), timeout=60)
+    assert r.returncode == 1
+    assert "exited with status" in r.stderr and "writable by group or others" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# attach while the daemon is slow to answer: keys stay live, and it gives up by itself
+
+SILENT_SERVER = """
+import asyncio, os, sys
+from vibest_pty import protocol
+
+async def serve(reader, writer):
+    dec = protocol.FrameDecoder()
+    while data := await reader.read(65536):
+        dec.feed(data)
+        for m in dec.messages():
+            if m.get("type") == "hello":  # answers hello, and never the attach (a snapshot that takes forever)
+                writer.write(protocol.encode(protocol.ok(m["id"], protocol=1, version="0", pid=os.getpid(),
+                                                          features=[])))
+
+async def main():
+    server = await asyncio.start_unix_server(serve, sys.argv[1])
+    print("listening", flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def test_attach_waiting_for_a_silent_daemon_gives_up_on_the_detach_key_ctrl_c_or_its_timeout(
+        tmux: Tmux, tmpdir_short: str) -> None:
+    sock = os.path.join(tmpdir_short, "silent.sock")
+    proc = subprocess.Popen([sys.executable, "-c", SILENT_SERVER, sock], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"listening\n"
+        for n, key in enumerate(["C-\\", "C-c"]):
+            t0 = time.monotonic()
+            tmux.type(f"clear; vibest-pty --socket {sock} attach 1; echo \"rc{n}=$?\"")
+            time.sleep(0.5)
+            tmux.keys(key)
+            out = tmux.wait(lambda s, n=n: re.search(rf"rc{n}=\d", s) is not None)
+            assert f"rc{n}=1" in out and "[gave up waiting for the daemon to attach session 1]" in out, out
+            assert time.monotonic() - t0 < 10  # not the 30 s timeout
+            assert tmux.flags() == CLEAN
+        tmux.type(f"clear; vibest-pty --socket {sock} attach 1 --timeout 1.5; echo \"rc2=$?\"")
+        out = tmux.wait(lambda s: re.search(r"rc2=\d", s) is not None, timeout=20)
+        assert "rc2=1" in out and "did not answer within 1.5 s" in out, out
+        assert tmux.flags() == CLEAN
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+LIST_FAILS_SERVER = """
+import asyncio, os, sys
+from vibest_pty import protocol
+
+async def serve(reader, writer):
+    dec = protocol.FrameDecoder()
+    while data := await reader.read(65536):
+        dec.feed(data)
+        for m in dec.messages():
+            t, rid = m.get("type"), m.get("id")
+            with open(sys.argv[1] + ".log", "a") as f:
+                f.write(f"{t} {m.get('session')}\\n")
+            if t == "list":  # as with huge tags: the list reply cannot be built
+                reply = protocol.error(rid, "limit_reached", "the reply would exceed the frame limit", t)
+            elif t == "hello":
+                reply = protocol.ok(rid, protocol=1, version="0", pid=os.getpid(), features=[])
+            else:
+                reply = protocol.ok(rid)
+            if rid is not None:
+                writer.write(protocol.encode(reply))
+
+async def main():
+    server = await asyncio.start_unix_server(serve, sys.argv[1])
+    print("listening", flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def test_kill_signal_and_send_by_id_do_not_need_the_session_list(tmpdir_short: str) -> None:
+    sock = os.path.join(tmpdir_short, "nolist.sock")
+    proc = subprocess.Popen([sys.executable, "-c", LIST_FAILS_SERVER, sock], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"listening\n"
+        fake = Daemon(tmpdir_short)
+        fake.socket = sock
+        for argv in (["kill", "3"], ["signal", "3", "INT"], ["send", "3", "x"]):
+            r = cli_main(fake, *argv)
+            assert r.returncode == 0, (argv, r.stderr)
+        requests = Path(sock + ".log").read_text().split("\n")
+        assert "list None" not in requests and {"kill 3", "signal 3", "input 3"} <= set(requests)
+        r = cli_main(fake, "kill", "build")  # a name needs the list: its failure is reported
+        assert r.returncode == 1 and "frame limit" in r.stderr
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_commands_racing_to_start_the_daemon_share_one(tmpdir_short: str) -> None:
+    sock = os.path.join(tmpdir_short, "race", "socket")
+    env = {**os.environ, "RUST_PTY_SOCKET_PATH": sock}
+    try:
+        procs = [subprocess.Popen([*CLI, "ls", "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(3)]
+        results = [(p.wait(60), *p.communicate()) for p in procs]
+        assert all(code == 0 and out.strip() == "[]" for code, out, _ in results), results
+        r = run_cli(None, "daemon", "status", socket=sock)
+        assert r.returncode == 0 and f"pid {_lock_pid(sock)}" in r.stdout
+    finally:
+        run_cli(None, "daemon", "stop", socket=sock, timeout=60)
+
+
+def test_new_kill_after_detach_kills_a_session_nobody_attaches(daemon: Daemon) -> None:
+    sid = int(cli_main(daemon, "new", "-d", "--kill-after-detach", "0.5", "--", "sh").stdout)
+    kept = int(cli_main(daemon, "new", "-d", "--", "sh").stdout)
+    wait_until(lambda: not any(s["id"] == sid and s["running"] for s in sessions_json(daemon)), what="the kill")
+    assert any(s["id"] == kept and s["running"] for s in sessions_json(daemon))
+    assert cli_main(daemon, "new", "-d", "--kill-after-detach", "-1", "--", "sh").returncode == 2

@@ -426,3 +426,24 @@ def test_wide_char_wrap_scrolled_by_a_region_is_a_known_limit() -> None:
     dst = Emulator(12, 4, 20)
     dst.feed(src.snapshot().data)
     assert _state(src)["lines"] != _state(dst)["lines"]
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_exactly_scrollback_lines_are_served_after_60k_lines_with_the_adaptive_budget(dense: bool) -> None:
+    """The byte budget starts low (0.8x the row estimate: ~8 MB instead of ~18 for 10k rows) and grows when
+    evictions leave history short, so even SGR-dense output keeps (and serves) exactly `scrollback_lines`."""
+    e = Emulator(80, 24, 10_000)
+    lines = []
+    for i in range(60_000):
+        if dense:
+            lines.append(f"\x1b[3{i % 8};4{i // 8 % 8}m{i:08d} \x1b[38;5;{i % 256}mlog\x1b[38;2;{i % 256};3;4m rgb "
+                         f"\x1b[4mul\x1b[0m tail {i * 7919 % 65536:x}\r\n")
+        else:
+            lines.append(f"2024-01-01 INFO [worker-{i % 16}] request handled id={i * 7919:08x} in {i % 100}ms\r\n")
+    data = "".join(lines).encode()
+    for i in range(0, len(data), 65536):
+        e.feed(data[i : i + 65536])
+    st = e.snapshot()
+    assert st.scrollback_lines == 10_000
+    if dense:  # the 23 last lines are on screen above the cursor's empty row: history starts 10k rows before
+        assert b"m00049977 " in st.data[:64] and b"00049976" not in st.data

@@ -841,6 +841,11 @@ async def test_child_that_daemonizes_does_not_delay_exit(daemon: Daemon) -> None
         await c.kill(s["id"])  # removing exited records works with the orphans still around
         await c.kill(s2["id"])
         assert [x for x in await c.list() if x["id"] in (s["id"], s2["id"])] == []
+        # The killed leader stays an unreaped zombie until the kill escalation settles (after the 2 s grace), so
+        # that its group id cannot be reused meanwhile; then nothing is left.
+        deadline = time.monotonic() + 10
+        while children(daemon.pid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         assert children(daemon.pid) == [], "nothing left for the daemon to reap"
     finally:
         for pid in sleepers(mark):
@@ -1335,3 +1340,78 @@ async def test_snapshot_of_largest_terminal_does_not_freeze_others(daemon: Daemo
     await c.kill(s["id"])
     await c.close()
     assert lat < 1.0, f"an echo in another session waited {lat:.1f} s behind one snapshot"
+
+
+# -- issue #11: the emulator cannot be monopolised (item 2), snapshots fit a frame (item 5), kill (item 8) ------------
+
+
+async def test_a_resize_flood_is_coalesced_and_blocks_no_other_session(daemon: Daemon) -> None:
+    """Thousands of `resize` frames to a large session used to queue one reflow each in front of every other
+    session's jobs (54 s for 10,000). Only the latest pending size is applied, and other sessions attach at once."""
+    c = await daemon.client()
+    big = await c.create(shell="/bin/sh", cols=1000, rows=200, args=["-c", "seq 1 3000; exec sleep 100"])
+    other = await c.create(shell="/bin/sh", args=["-c", "echo ready; exec sleep 100"])
+    await asyncio.sleep(0.5)
+    flood = Raw(daemon.socket)
+    flood.send_bytes(b"".join(
+        protocol.encode({"type": "resize", "session": big["id"], "cols": 1000 - i % 2, "rows": 200 - i % 3})
+        for i in range(4000)))
+    await asyncio.sleep(0.2)
+    c2 = await daemon.client()
+    t0 = time.monotonic()
+    reply = await asyncio.wait_for(c2.attach(other["id"]), 60)
+    took = time.monotonic() - t0
+    snap = await asyncio.wait_for(c2.snapshot(big["id"]), 60)
+    flood.close()
+    for s in (big, other):
+        await c.kill(s["id"])
+    await c.close()
+    await c2.close()
+    assert b"ready" in reply["snapshot"]["data"]
+    assert (snap["cols"], snap["rows"]) == (1000 - 3999 % 2, 200 - 3999 % 3), "the latest size is the one applied"
+    assert took < 5.0, f"an attach of another session waited {took:.1f} s behind a resize flood"
+
+
+async def test_snapshot_always_fits_the_frame_limit_by_trimming_history(daemon_factory: Any) -> None:
+    """A snapshot larger than a frame could never be delivered (the session could not be attached again): history
+    is trimmed oldest first until the reply fits, and scrollback_lines says how many rows were served."""
+    max_frame = 256 * 1024
+    d = daemon_factory(env={"RUST_PTY_MAX_FRAME": str(max_frame), "RUST_PTY_SCROLLBACK_LINES": "5000"})
+    c = await d.client()
+    s = await c.create(shell="/bin/sh", cols=200, rows=30, attach=True, args=["-c",
+        "i=0; while [ $i -lt 3000 ]; do i=$((i+1)); printf '\\033[38;2;%d;%d;9m%0190d\\n' $((i % 256)) "
+        "$((i * 7 % 256)) $i; done; echo filled; exec sleep 100"])
+    await read_until(c, s["id"], b"filled", timeout=60)
+    c2 = await d.client()
+    reply = await c2.attach(s["id"])
+    snap = reply["snapshot"]
+    await c.kill(s["id"])
+    await c.close()
+    await c2.close()
+    assert len(protocol.encode(protocol.ok(1, **reply))) <= max_frame
+    assert 0 < snap["scrollback_lines"] < 3000
+    assert snap["data"].rstrip().endswith(b"filled") or b"filled" in snap["data"]
+
+
+async def test_killed_leader_stays_unreaped_until_the_escalation_settles(daemon_factory: Any) -> None:
+    """The SIGKILL after the grace goes to the session's process group by the leader's pid. Reaping the leader
+    at once let that pid (and so that group id) be reused by someone else before the escalation; the leader is
+    now kept a zombie (waitid WNOWAIT) until then, and the exit is still reported at once."""
+    d = daemon_factory(env={"RUST_PTY_KILL_GRACE_MS": "1500"})
+    c = await d.client()
+    s = await c.create(shell="/bin/sh", args=["-c", "sleep 60; true"], attach=True)
+    pid = s["pid"]
+    await asyncio.sleep(0.3)
+    t0 = time.monotonic()
+    await c.kill(s["id"])
+    ev = await c.next_event("exit", timeout=10)
+    assert ev["signal"] == signal.SIGHUP
+    assert time.monotonic() - t0 < 1.4, "the exit waited for the grace"
+    with open(f"/proc/{pid}/stat") as f:
+        state = f.read().rsplit(")", 1)[1].split()[0]
+    assert state == "Z", "the leader was reaped before the escalation settled"
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await c.close()
+    assert not os.path.exists(f"/proc/{pid}"), "the leader was never reaped"

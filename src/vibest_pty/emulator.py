@@ -49,6 +49,14 @@ class ScreenState:
     cwd: str | None = None
     scrollback_lines: int = 0
 
+    def to_wire(self) -> dict[str, Any]:
+        """The Snapshot map of the protocol, less `offset` (the session adds it)."""
+        return {
+            "data": self.data, "cols": self.cols, "rows": self.rows, "cursor": list(self.cursor),
+            "cursor_visible": self.cursor_visible, "alt_screen": self.alt_screen, "modes": self.modes,
+            "title": self.title, "cwd": self.cwd, "scrollback_lines": self.scrollback_lines,
+        }
+
 
 # Names of the modes reported in ScreenState.modes: (name, number, is_ansi). DEC private unless is_ansi.
 MODES: tuple[tuple[str, int, bool], ...] = (
@@ -100,17 +108,23 @@ def _check(res: int, what: str) -> None:
         raise EmulatorError(f"{what} failed: {res}")
 
 
-def _scrollback_bytes(scrollback_lines: int, cols: int, rows: int) -> int:
-    """The byte budget for the page list that keeps at least `scrollback_lines` rows of history.
+BUDGET_START = 0.8  # x the row estimate: plain 80-col logs keep 10k rows at 0.8 (measured: ~7.6 MB budget)
+BUDGET_MAX = 2.0  # x the row estimate: SGR-dense pages keep ~25% fewer rows per byte than plain ones
+BUDGET_GROW = 1.25
 
-    Measured on this build: a row costs about 10 bytes per column plus ~20 (pages of 8-byte cells with
-    style/grapheme side tables); SGR-dense content fits ~25% fewer rows per byte. Pages are evicted whole.
-    So budget 2x (10 * cols + 64) per row for history + screen, plus 1 MiB for page granularity; the
-    snapshot serves exactly `scrollback_lines` of whatever is kept.
+
+def _scrollback_bytes(scrollback_lines: int, cols: int, rows: int, factor: float = BUDGET_MAX) -> int:
+    """The byte budget for the page list that keeps `scrollback_lines` rows of history.
+
+    The row estimate is 10 bytes per column plus 64 (pages of 8-byte cells with style/grapheme side tables), plus
+    1 MiB for page granularity (pages are evicted whole). The budget starts at BUDGET_START x the estimate and
+    grows (see Emulator.adapt_budget) when evictions leave fewer than `scrollback_lines` rows, up to BUDGET_MAX:
+    measured at 80x24 with 10k lines after 60k lines of output, plain logs serve all 10k rows at 0.8x (a 2x
+    budget filled 17.5 MB), SGR-dense output 8535 at 0.8x and all at 1.0x.
     """
     if scrollback_lines <= 0:
         return 0
-    return (scrollback_lines + rows) * (10 * cols + 64) * 2 + (1 << 20)
+    return int((scrollback_lines + rows) * (10 * cols + 64) * factor) + (1 << 20)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -474,29 +488,14 @@ class _View:
         return bytes(out)
 
 
-# Mode defaults, read once from a fresh terminal.
-_DEFAULTS: dict[str, bool] = {}
-
-
-def _mode_defaults() -> dict[str, bool]:
-    if not _DEFAULTS:
-        t = _ffi.new("GhosttyTerminal*")
-        _check(_lib.ghostty_terminal_new(_ffi.NULL, t, 80, 24), "terminal_new")
-        try:
-            _DEFAULTS.update({name: _mode(t[0], n, ansi) for name, n, ansi in MODES})
-        finally:
-            _lib.ghostty_terminal_free(t[0])
-    return _DEFAULTS
-
-
 # ---------------------------------------------------------------------------------------------------------
 
 
 class Emulator:
     """A headless terminal of cols x rows keeping `scrollback_lines` lines of history.
 
-    Not thread-safe: call every method from one thread (the event loop). cffi releases the GIL during
-    native calls, so two threads touching one Emulator would race inside libghostty-vt.
+    Not thread-safe: call every method from one thread (the emulator worker, through EmulatorHost). cffi releases
+    the GIL during native calls, so two threads touching one Emulator would race inside libghostty-vt.
     """
 
     def __init__(self, cols: int, rows: int, scrollback_lines: int) -> None:
@@ -508,6 +507,9 @@ class Emulator:
         t = _ffi.new("GhosttyTerminal*")
         _check(_lib.ghostty_terminal_new(_ffi.NULL, t, cols, rows), "terminal_new")
         self._t: Any = t[0]
+        self._replies = bytearray()
+        self._budget = BUDGET_START
+        self._history_seen = 0
         try:
             self._set_size_t(_lib.GHOSTTY_TERMINAL_OPT_CONTINUATION_MAX_BYTES, _CONTINUATION_MAX_BYTES)
             self._apply_scrollback_limit()
@@ -521,8 +523,19 @@ class Emulator:
     def _apply_scrollback_limit(self) -> None:
         self._set_size_t(
             _lib.GHOSTTY_TERMINAL_OPT_SCROLLBACK_MAX_BYTES,
-            _scrollback_bytes(self.scrollback_lines, self.cols, self.rows),
+            _scrollback_bytes(self.scrollback_lines, self.cols, self.rows, self._budget),
         )
+
+    def adapt_budget(self) -> None:
+        """Grow the byte budget when evictions leave fewer history rows than `scrollback_lines` (dense styles,
+        graphemes, hyperlinks cost more per row than the estimate): the history shrank while short."""
+        if self._budget >= BUDGET_MAX or not self.scrollback_lines:
+            return
+        history = int(_get(self._t, _lib.GHOSTTY_TERMINAL_DATA_TOTAL_ROWS, "size_t")) - self.rows
+        if history < self._history_seen and history < self.scrollback_lines:
+            self._budget = min(BUDGET_MAX, self._budget * BUDGET_GROW)
+            self._apply_scrollback_limit()
+        self._history_seen = history
 
     @property
     def closed(self) -> bool:
@@ -537,6 +550,7 @@ class Emulator:
         """Process output bytes (any chunking, splits mid-UTF-8 or mid-escape are fine)."""
         if data:
             _lib.ghostty_terminal_vt_write(self._live(), data, len(data))
+            self.adapt_budget()
 
     def resize(self, cols: int, rows: int) -> None:
         """Resize; the primary screen reflows. The scrollback byte budget follows the width."""
@@ -552,20 +566,26 @@ class Emulator:
 
     @property
     def title(self) -> str:
-        return _get_str(self._live(), _lib.GHOSTTY_TERMINAL_DATA_TITLE).decode("utf-8", "replace")
+        return _title_text(_get_str(self._live(), _lib.GHOSTTY_TERMINAL_DATA_TITLE))
 
     @property
     def cwd(self) -> str | None:
         """The directory reported by OSC 7 (a path, not a URL), or None."""
         return _pwd_path(_get_str(self._live(), _lib.GHOSTTY_TERMINAL_DATA_PWD))
 
-    def text(self, scrollback: bool = False) -> str:
-        """The screen as plain text, soft-wrapped lines joined and trailing blanks trimmed; with `scrollback`,
-        the served history (the last `scrollback_lines` rows) above it."""
+    def text(self, which: str | bool = False) -> str:
+        """Plain text, soft-wrapped lines joined and trailing blanks trimmed, of `which`: "screen" (the active
+        rows), "scrollback" (the served history: the last `scrollback_lines` rows) or "all" (both). A bool is the
+        older form: True is "all", False "screen"."""
+        if isinstance(which, bool):
+            which = "all" if which else "screen"
         t = self._live()
         view = _View(t)
-        first = view.history - min(view.history, self.scrollback_lines) if scrollback else view.history
-        sel = _selection(t, 0, first, view.cols - 1, view.total - 1, _lib.GHOSTTY_POINT_TAG_SCREEN)
+        first = view.history - min(view.history, self.scrollback_lines) if which != "screen" else view.history
+        last = view.history - 1 if which == "scrollback" else view.total - 1
+        if last < first:
+            return ""
+        sel = _selection(t, 0, first, view.cols - 1, last, _lib.GHOSTTY_POINT_TAG_SCREEN)
         out = _format(t, sel, emit=_lib.GHOSTTY_FORMATTER_FORMAT_PLAIN, unwrap=True, trim=True)
         return out.decode("utf-8", "replace")
 
@@ -580,12 +600,33 @@ class Emulator:
         scr = _get(self._live(), _lib.GHOSTTY_TERMINAL_DATA_ACTIVE_SCREEN, "GhosttyTerminalScreen")
         return bool(int(scr) == _lib.GHOSTTY_TERMINAL_SCREEN_ALTERNATE)
 
-    def snapshot(self) -> ScreenState:
+    def take_replies(self) -> bytes:
+        """Bytes the terminal answered on its own since the last call (query replies) for the PTY; the queries
+        module wires libghostty's WRITE_PTY callback into `_replies`."""
+        out, self._replies = bytes(self._replies), bytearray()
+        return out
+
+    def snapshot_wire(self, max_bytes: int = 1 << 62) -> dict[str, Any]:
+        return self.snapshot(max_bytes).to_wire()
+
+    def snapshot(self, max_bytes: int = 1 << 62) -> ScreenState:
         """The state as VT bytes for a fresh terminal of the same size, plus the parsed facts.
 
         Cost grows with the history served (about 20-30 ms for 10k lines at 80 columns, more with the
-        alternate screen active, which clones the terminal); the live terminal is not modified.
+        alternate screen active, which clones the terminal); the live terminal is not modified. When `data`
+        would pass `max_bytes`, history is served from fewer rows (the oldest are dropped) until it fits;
+        `scrollback_lines` says how many were served.
         """
+        cap = self.scrollback_lines
+        st = self._snapshot(cap)
+        while len(st.data) > max_bytes and st.scrollback_lines > 0:
+            # History dominates a big snapshot: scale the rows by the excess, with 10% to spare, at least -1.
+            keep = int(st.scrollback_lines * max_bytes / len(st.data) * 0.9)
+            cap = max(0, min(keep, st.scrollback_lines - 1))
+            st = self._snapshot(cap)
+        return st
+
+    def _snapshot(self, history_cap: int) -> ScreenState:
         t = self._live()
         live = _View(t)
         modes = self.modes()
@@ -593,7 +634,7 @@ class Emulator:
         pwd_b = _get_str(t, _lib.GHOSTTY_TERMINAL_DATA_PWD)
         out = bytearray(_colors(t))
         if title_b:
-            out += b"\x1b]2;" + _strip_controls(title_b) + b"\x1b\\"
+            out += b"\x1b]2;" + _title_text(title_b).encode() + b"\x1b\\"
         if pwd_b:
             out += b"\x1b]7;" + _strip_controls(pwd_b) + b"\x1b\\"
 
@@ -602,11 +643,11 @@ class Emulator:
             out += b"\x1b[?2027h"
         if live.alt:
             alt_mode = next((n for n in _ALT_MODES if _mode(t, n, False)), 1049)
-            served, pen_reset = self._primary_under_alt(out, alt_mode)
+            served, pen_reset = self._primary_under_alt(out, alt_mode, history_cap)
             out += f"\x1b[?{alt_mode}h\x1b[H".encode() + pen_reset
             out += live.content(0, pad=False)
         else:
-            served = min(live.history, self.scrollback_lines)
+            served = min(live.history, history_cap)
             out += live.content(served, pad=True)
         out += live.bg_repair()
 
@@ -638,12 +679,12 @@ class Emulator:
             cursor_visible=bool(_get(t, _lib.GHOSTTY_TERMINAL_DATA_CURSOR_VISIBLE, "bool")),
             alt_screen=live.alt,
             modes=modes,
-            title=title_b.decode("utf-8", "replace"),
+            title=_title_text(title_b),
             cwd=_pwd_path(pwd_b),
             scrollback_lines=served,
         )
 
-    def _primary_under_alt(self, out: bytearray, alt_mode: int) -> tuple[int, bytes]:
+    def _primary_under_alt(self, out: bytearray, alt_mode: int, history_cap: int) -> tuple[int, bytes]:
         """Append the primary screen (history, rows, cursor, pen) as it will be when the alt screen is left.
 
         Returns the history rows served and the bytes that undo the primary's pen for the alt screen."""
@@ -654,7 +695,7 @@ class Emulator:
             seq = f"\x18\x1b[?{alt_mode}l".encode()
             _lib.ghostty_terminal_vt_write(clone, seq, len(seq))
             v = _View(clone)
-            served = min(v.history, self.scrollback_lines)
+            served = min(v.history, history_cap)
             out += v.content(served, pad=True)
             out += v.bg_repair()
             out += v.cursor_tail()
@@ -695,7 +736,21 @@ def _strip_controls(b: bytes) -> bytes:
 
 
 def _pwd_path(url: bytes) -> str | None:
-    """The path of an OSC 7 `file://host/path` URL (percent-decoded); a bare path is taken as is."""
+    """The path of an OSC 7 `file://host/path` URL (percent-decoded); a bare path is taken as is. A path with
+    control characters (`%1b]52;...` decodes to a real ESC: an escape sequence, not a directory) is not taken."""
+    path = _pwd_url_path(url)
+    return None if path is None or _C0_C1.search(path) else path
+
+
+_C0_C1 = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _title_text(b: bytes) -> str:
+    """A title as text without C0, DEL or C1 (U+0080..U+009F) controls (libghostty keeps C1 in titles)."""
+    return _C0_C1.sub("", b.decode("utf-8", "replace"))
+
+
+def _pwd_url_path(url: bytes) -> str | None:
     if not url:
         return None
     s = url.decode("utf-8", "replace")

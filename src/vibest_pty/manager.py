@@ -13,7 +13,7 @@ from . import protocol
 from .config import Config
 from .protocol import CreateOptions, ProtocolError
 from .pty import spawn
-from .session import Counters, Session
+from .session import Counters, Session, SessionLimits, SessionSpec
 from .worker import EmulatorWorker
 
 log = logging.getLogger("vibest_pty.manager")
@@ -23,6 +23,11 @@ class Manager:
     def __init__(self, config: Config, worker: EmulatorWorker) -> None:
         self.config = config
         self.worker = worker
+        self.limits = SessionLimits(
+            scrollback_lines=config.scrollback_lines, replay_bytes=config.replay_bytes,
+            input_queue_bytes=config.input_queue_bytes, kill_grace_s=config.kill_grace_ms / 1000,
+            max_frame=config.max_frame,
+        )
         self.sessions: dict[int, Session] = {}
         self._exited: OrderedDict[int, None] = OrderedDict()  # exit order, oldest first
         self._next_id = 1
@@ -30,6 +35,9 @@ class Manager:
         self.started_at = time.monotonic()
         self._all_exited = asyncio.Event()
         self._all_exited.set()
+        # Sessions created with kill_after_detach_s, and the pending kill of those nobody is attached to.
+        self._kill_after: dict[int, float] = {}
+        self._kill_timers: dict[int, asyncio.TimerHandle] = {}
 
     @property
     def running_count(self) -> int:
@@ -54,7 +62,9 @@ class Manager:
             raise ProtocolError(protocol.INVALID_ARGUMENT, f"cwd is not a directory: {cwd!r}")
         shell = opts.shell or os.environ.get("SHELL") or "/bin/sh"
         argv = [shell, *opts.args]
-        env = dict(os.environ)
+        # "replace": the client sent its whole environment (node-pty's default is the app's process.env), so a
+        # variable the app does not have is not inherited from the daemon; TERM and friends are still defaulted.
+        env = dict(os.environ) if opts.env_mode == "merge" else {}
         for var in list(env):
             if var.startswith("RUST_PTY_"):
                 del env[var]  # the daemon's own settings are not the session's business
@@ -70,17 +80,45 @@ class Manager:
         sid = self._next_id
         self._next_id += 1
         session = Session(
-            sid, child, argv, cwd, opts.cols, opts.rows, opts.name, dict(opts.tags),
-            scrollback_lines=cfg.scrollback_lines, replay_bytes=cfg.replay_bytes,
-            input_queue_bytes=cfg.input_queue_bytes, kill_grace_s=cfg.kill_grace_ms / 1000,
-            on_exit=self._on_exit, counters=self.counters, worker=self.worker,
+            sid, child, SessionSpec(argv, cwd, opts.cols, opts.rows, opts.name, dict(opts.tags), queries=opts.queries,
+                                    colors=opts.colors, size_policy=opts.size_policy),
+            self.limits, self.worker, on_exit=self._on_exit, counters=self.counters,
         )
         self.sessions[sid] = session
         self._all_exited.clear()
+        if opts.kill_after_detach_s is not None:
+            self._kill_after[sid] = opts.kill_after_detach_s
+            if not opts.attach:
+                self.detached(session)  # nobody attached yet: the grace runs from creation
         log.info("session %d created: pid %d %s", sid, child.pid, argv)
         return session
 
+    def attached(self, session: Session) -> None:
+        """A client subscribed: a pending kill_after_detach_s kill is cancelled."""
+        self._cancel_kill(session.id)
+
+    def _cancel_kill(self, sid: int) -> None:
+        timer = self._kill_timers.pop(sid, None)
+        if timer is not None:
+            timer.cancel()
+
+    def detached(self, session: Session) -> None:
+        """A client left: once none is left, a session created with kill_after_detach_s is killed that long
+        after, unless someone attaches again first."""
+        grace = self._kill_after.get(session.id)
+        if grace is None or session.subscribers or not session.running or session.id in self._kill_timers:
+            return
+        self._kill_timers[session.id] = asyncio.get_running_loop().call_later(grace, self._kill_abandoned, session)
+
+    def _kill_abandoned(self, session: Session) -> None:
+        self._kill_timers.pop(session.id, None)
+        if session.running and not session.subscribers and self.sessions.get(session.id) is session:
+            log.info("session %d killed: no client for %gs (kill_after_detach_s)", session.id,
+                     self._kill_after.get(session.id, 0))
+            session.kill()
+
     def _on_exit(self, session: Session) -> None:
+        self._cancel_kill(session.id)
         self._exited[session.id] = None
         while len(self._exited) > self.config.max_exited:
             old, _ = self._exited.popitem(last=False)
@@ -93,7 +131,16 @@ class Manager:
         self._exited.pop(sid, None)
         self._drop(sid)
 
+    def prune(self) -> list[int]:
+        """Forget every exited session; returns their ids, oldest exit first."""
+        removed = list(self._exited)
+        for sid in removed:
+            self.remove(sid)
+        return removed
+
     def _drop(self, sid: int) -> None:
+        self._kill_after.pop(sid, None)
+        self._cancel_kill(sid)
         s = self.sessions.pop(sid, None)
         if s is not None:
             s.close()
@@ -117,4 +164,5 @@ class Manager:
         except TimeoutError:
             log.warning("%d sessions still running at shutdown", self.running_count)
         for sid in list(self.sessions):
+            self.sessions[sid].settle_kill()  # we are leaving: SIGKILL the stragglers now and reap the leader
             self._drop(sid)

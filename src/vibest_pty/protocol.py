@@ -14,6 +14,9 @@ from typing import Any, Final
 
 import msgpack
 
+from .queries import Colors, parse_colors
+from .sizing import POLICIES
+
 PROTOCOL_VERSION: Final = 1
 DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024
 MAX_ID: Final = 2**53 - 1
@@ -36,11 +39,13 @@ SPAWN_FAILED: Final = "spawn_failed"
 UNSUPPORTED_PROTOCOL: Final = "unsupported_protocol"
 UNAUTHORIZED: Final = "unauthorized"
 INTERNAL: Final = "internal"
+READ_ONLY: Final = "read_only"
 
 ERROR_CODES: Final = frozenset(
     {
         BAD_FRAME, BAD_MESSAGE, UNKNOWN_TYPE, INVALID_ARGUMENT, SESSION_NOT_FOUND, SESSION_EXITED,
         INPUT_QUEUE_FULL, LIMIT_REACHED, SPAWN_FAILED, UNSUPPORTED_PROTOCOL, UNAUTHORIZED, INTERNAL,
+        READ_ONLY,
     }
 )
 
@@ -170,7 +175,8 @@ def decode_all(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> list[dict[str
 # Request validation: turns a decoded map into typed fields or a ProtocolError with the right code.
 
 REQUEST_TYPES: Final = frozenset(
-    {"hello", "create", "attach", "detach", "input", "resize", "kill", "signal", "ack", "list", "snapshot", "stats"}
+    {"hello", "create", "attach", "detach", "input", "resize", "kill", "signal", "ack", "list", "snapshot", "stats",
+     "prune"}
 )
 
 
@@ -300,6 +306,33 @@ class CreateOptions:
     name: str = ""
     tags: tuple[tuple[str, str], ...] = ()
     attach: bool = False
+    kill_after_detach_s: float | None = None
+    queries: str = "daemon"  # who answers terminal queries: the session's emulator, or the clients (queries.py)
+    colors: Colors | None = None
+    size_policy: str = "latest"
+    env_mode: str = "merge"  # "replace": env is the whole environment (what node-pty's spawn passes)
+
+
+MAX_KILL_AFTER_DETACH_S: Final = 365 * 86400
+
+
+def _kill_after_detach(o: dict[str, Any]) -> float | None:
+    v = o.get("kill_after_detach_s")
+    if v is None:
+        return None
+    if type(v) not in (int, float) or not 0 < v <= MAX_KILL_AFTER_DETACH_S:
+        raise _bad("kill_after_detach_s", f"a number of seconds in (0, {MAX_KILL_AFTER_DETACH_S}]")
+    return float(v)
+
+
+def get_colors(msg: dict[str, Any], field: str = "colors") -> Colors | None:
+    v = msg.get(field)
+    if v is None:
+        return None
+    try:
+        return parse_colors(v)
+    except ValueError as exc:
+        raise ProtocolError(INVALID_ARGUMENT, str(exc)[:200]) from None
 
 
 def parse_create_options(msg: dict[str, Any]) -> CreateOptions:
@@ -325,7 +358,19 @@ def parse_create_options(msg: dict[str, Any]) -> CreateOptions:
         name=get_str(o, "name", "") or "",
         tags=tuple(get_str_map(o, "tags").items()),
         attach=get_bool(o, "attach", False),
+        queries=_one_of(o, "queries", ("daemon", "client"), "daemon"),
+        colors=get_colors(o),
+        size_policy=_one_of(o, "size_policy", POLICIES, "latest"),
+        kill_after_detach_s=_kill_after_detach(o),
+        env_mode=_one_of(o, "env_mode", ("merge", "replace"), "merge"),
     )
+
+
+def _one_of(o: dict[str, Any], field: str, allowed: tuple[str, ...], default: str) -> str:
+    v = get_str(o, field, default)
+    if v not in allowed:
+        raise _bad(field, "one of " + ", ".join(allowed))
+    return v
 
 
 # ---------------------------------------------------------------------------------------------------------------

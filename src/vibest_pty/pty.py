@@ -23,7 +23,6 @@ _DEFAULT_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.S
 class Child:
     pid: int
     master_fd: int
-    pts_path: str
 
 
 def set_winsize(fd: int, cols: int, rows: int) -> None:
@@ -37,14 +36,15 @@ def spawn(
     master, slave = os.openpty()  # both O_CLOEXEC: nothing of ours leaks into the child
     try:
         set_winsize(master, cols, rows)
-        pts = os.ttyname(slave)
+        pts = os.ttyname(slave)  # the child opens it by path: the first open after setsid makes it its tty
         file_actions = [
             (os.POSIX_SPAWN_OPEN, 0, pts, os.O_RDWR, 0),
             (os.POSIX_SPAWN_DUP2, 0, 1),
             (os.POSIX_SPAWN_DUP2, 0, 2),
         ]
         envb = {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
-        # posix_spawn has no cwd argument in Python; the daemon runs no threads, so a chdir around it is safe.
+        # posix_spawn has no cwd argument in Python, so chdir around it. The daemon's other thread (the emulator
+        # worker) never uses relative paths, so the process-wide change is safe.
         old = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.chdir(cwd)
@@ -67,7 +67,7 @@ def spawn(
     finally:
         os.close(slave)
     os.set_blocking(master, False)
-    return Child(pid, master, pts)
+    return Child(pid, master)
 
 
 def foreground_pgrp(master_fd: int) -> int | None:

@@ -18,13 +18,12 @@ import stat
 import struct
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
 from . import __version__, protocol
 from .config import Config, ConfigError
-from .flow import FlowLimits, Subscriber
+from .flow import FlowLimits, Outbox, OutboxLimits, Slot, State, Subscriber
 from .manager import Manager
 from .protocol import FrameDecoder, FrameError, Malformed, ProtocolError
 from .session import Session
@@ -32,29 +31,13 @@ from .worker import EmulatorWorker
 
 log = logging.getLogger("vibest_pty.server")
 
-FEATURES = ["snapshot", "replay", "resync", "signal-names", "tags"]
+FEATURES = ["snapshot", "replay", "resync", "signal-names", "tags", "prune"]
 WRITE_HIGH = 64 * 1024  # the transport's own buffer stays this small; the rest waits in our fair queues
 WRITE_LOW = 16 * 1024
-BATCH = 64 * 1024
 CLOSE_TIMEOUT_S = 5.0
-# Replies waiting for a peer that does not read: past HIGH its requests are not read (nor handled) until the
-# replies drain under LOW, so pipelining requests cannot make the daemon allocate without bound.
-CONTROL_HIGH = 4 * 1024 * 1024
-CONTROL_LOW = 1024 * 1024
-MAX_PENDING_REPLIES = 8  # snapshots being made for one connection before its next requests wait
 _PEERCRED = struct.Struct("3i")
 
-
-class PendingReply:
-    """A reply slot in the control queue that a snapshot fills later: replies keep the order of requests."""
-
-    __slots__ = ("frame",)
-
-    def __init__(self) -> None:
-        self.frame: bytes | None = None
-
-
-Reply = dict[str, Any] | PendingReply
+Reply = dict[str, Any] | Slot
 
 
 class StartupError(Exception):
@@ -62,8 +45,8 @@ class StartupError(Exception):
 
 
 class Connection(asyncio.Protocol):
-    """One client. Requests are handled synchronously as frames arrive; replies and output leave through a writer
-    that serves control messages first and the subscribed sessions round-robin."""
+    """One client: asyncio callbacks and request dispatch. What to send, in which order, and the connection's
+    state live in its sans-I/O Outbox (flow.py); this class only writes what the Outbox hands out."""
 
     def __init__(self, server: Server, cid: int) -> None:
         self.server = server
@@ -71,20 +54,14 @@ class Connection(asyncio.Protocol):
         self.id = cid
         self.transport: asyncio.Transport | None = None
         self.decoder = FrameDecoder(server.config.max_frame)
+        self.outbox = Outbox(server.outbox_limits)
         self.subs: dict[int, Subscriber] = {}  # by session id
-        self._control: deque[bytes | PendingReply] = deque()
-        self._control_bytes = 0
-        self._pending_replies = 0
-        self._reading_paused = False
+        self.read_only: set[int] = set()  # sessions this connection is attached to read-only
         self._rid: int | None = None  # the id of the request being handled
-        self._in_handler = False  # a handler's side effects (a subscription's exit) must not overtake its reply
-        self._failing = False  # a fatal error is waiting for earlier replies before the connection closes
-        self._ready: deque[Subscriber] = deque()
-        self._paused = False
+        # While requests are being handled nothing is written: a handler's side effects (the `exit` of an exited
+        # session being attached) must not overtake its reply. _process writes once at the end.
+        self._dispatching = False
         self._scheduled = False
-        self._closing = False
-        self.peer_pid = 0
-        self.client_name = ""
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------------------
 
@@ -97,7 +74,6 @@ class Connection(asyncio.Protocol):
             pid, uid, _ = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
         except OSError:
             pid, uid = 0, -1
-        self.peer_pid = pid
         if uid != os.getuid():
             log.warning("refused connection from pid %d uid %d", pid, uid)
             self.fail(protocol.UNAUTHORIZED, f"uid {uid} may not use this daemon")
@@ -110,44 +86,46 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.pop(self.id, None)
-        for sid in list(self.subs):
-            self._unsubscribe(sid)
-        self._control.clear()
-        self._ready.clear()
-        self._closing = True
+        self._unsubscribe_all()
+        self.outbox.lost()
         log.debug("connection %d closed", self.id)
         self.server.connection_closed()
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self.outbox.writing_paused = True
 
     def resume_writing(self) -> None:
-        self._paused = False
+        self.outbox.writing_paused = False
         self._pump()
 
     def data_received(self, data: bytes) -> None:
-        if self._closing or self._failing:
-            return
+        if self.outbox.state is not State.OPEN:
+            return  # failing or closing: the peer's bytes are drained, not handled
         self.decoder.feed(data)
         self._process()
 
     def _process(self) -> None:
-        """Handle the complete requests received, stopping (and not reading more) while replies pile up."""
+        """Handle the complete requests received, stopping (and not reading more) while replies pile up: the
+        bound is checked before each request is handled, so one connection queues at most one reply past it."""
+        outbox = self.outbox
+        self._dispatching = True
         try:
             for msg in self.decoder.messages():
-                if self._closing or self._failing:
-                    return
                 if isinstance(msg, Malformed):
                     self.send_control(protocol.error(None, protocol.BAD_MESSAGE, msg.reason))
                 else:
                     self._handle(msg)
-                if self._control_bytes > CONTROL_HIGH or self._pending_replies >= MAX_PENDING_REPLIES:
-                    if not self._reading_paused and self.transport is not None:
-                        self._reading_paused = True
+                if outbox.state is not State.OPEN:
+                    break
+                if outbox.pause_reading():
+                    if self.transport is not None:
                         self.transport.pause_reading()
-                    return
+                    break
         except FrameError as exc:
             self.fail(exc.code, exc.message)
+        finally:
+            self._dispatching = False
+        self._schedule()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -155,6 +133,12 @@ class Connection(asyncio.Protocol):
     # -- requests -----------------------------------------------------------------------------------------------
 
     def _handle(self, msg: dict[str, Any]) -> None:
+        if msg.get("type") == "input" and "id" not in msg:  # keystrokes: no reply, no handler bookkeeping
+            try:
+                self.manager.get(protocol.get_session(msg)).write_input(protocol.get_data(msg))
+                return
+            except ProtocolError:
+                pass  # the full path below reports it
         rid: int | None = None
         rtype: str | None = None
         sid = msg.get("session")
@@ -162,11 +146,7 @@ class Connection(asyncio.Protocol):
         try:
             rid = self._rid = protocol.request_id(msg)
             rtype = protocol.request_type(msg)
-            self._in_handler = True
-            try:
-                result = _HANDLERS[rtype](self, msg)
-            finally:
-                self._in_handler = False
+            result = _HANDLERS[rtype](self, msg)
         except ProtocolError as exc:
             self.send_control(protocol.error(rid, exc.code, exc.message, rtype, session_field))
             return
@@ -174,17 +154,14 @@ class Connection(asyncio.Protocol):
             log.exception("internal error handling %r", rtype)
             self.send_control(protocol.error(rid, protocol.INTERNAL, f"internal error: {exc}", rtype, session_field))
             return
-        if isinstance(result, PendingReply):
-            self._control.append(result)
-            self._pending_replies += 1
-        elif rid is not None:
+        if rid is not None and not isinstance(result, Slot):
             self.send_control(protocol.ok(rid, **result))
 
     def _hello(self, msg: dict[str, Any]) -> Reply:
         version = msg.get("protocol", protocol.PROTOCOL_VERSION)
         if version != protocol.PROTOCOL_VERSION or type(version) is not int:
             raise ProtocolError(protocol.UNSUPPORTED_PROTOCOL, f"protocol {version!r} is not supported (1 is)")
-        self.client_name = protocol.get_str(msg, "client", "") or ""
+        protocol.get_str(msg, "client", "")  # validated, otherwise unused (logs name the connection id)
         return {"protocol": protocol.PROTOCOL_VERSION, "version": __version__, "pid": os.getpid(),
                 "features": FEATURES}
 
@@ -193,6 +170,7 @@ class Connection(asyncio.Protocol):
         session = self.manager.create(opts)
         if opts.attach:
             self._subscribe(session.id)
+            session.sizing.resize(self.id, opts.cols, opts.rows)  # the creator's size counts (size_policy)
         return {"session": session.info()}
 
     def _attach(self, msg: dict[str, Any]) -> Reply:
@@ -201,12 +179,17 @@ class Connection(asyncio.Protocol):
         since_raw = msg.get("since")
         since = None if since_raw is None else protocol.get_int(msg, "since", hi=2**63 - 1)
         session = self.manager.get(sid)
+        read_only = protocol.get_bool(msg, "read_only", False)
+        if protocol.get_colors(msg) is not None:
+            session.update_colors(msg["colors"])
         rid = self._rid
         # The offset, the subscription and the snapshot request are the same instant: the emulator thread takes
         # the snapshot after exactly the output before `offset`, and the subscriber queues what follows it.
         offset = session.offset
         replay = session.replay_since(since) if since is not None else None
         sub = self._subscribe(sid)
+        if read_only:
+            self.read_only.add(sid)  # input, resize and signal from this connection get `read_only`
         if replay is not None or not (want_snapshot or since is not None) or rid is None:
             result: dict[str, Any] = {"offset": offset, "session": session.info()}
             if replay is not None:
@@ -226,43 +209,50 @@ class Connection(asyncio.Protocol):
     def _reply_with_snapshot(
         self, session: Session, rid: int, request: str,
         fields: Callable[[dict[str, Any]], dict[str, Any]], then: Callable[[], None] | None = None,
-    ) -> PendingReply:
+    ) -> Slot:
         """A reply slot filled when the emulator thread has made the session's snapshot."""
-        pending = PendingReply()
+        slot = self.outbox.reserve()
 
         def done(snapshot: dict[str, Any] | Exception) -> None:
             if isinstance(snapshot, Exception):
-                pending.frame = protocol.encode(protocol.error(
+                frame = protocol.encode(protocol.error(
                     rid, protocol.INTERNAL, f"snapshot failed: {snapshot}", request, session.id))
             else:
-                pending.frame = protocol.encode(protocol.ok(rid, **fields(snapshot)))
-            self._control_bytes += len(pending.frame)
-            self._pending_replies -= 1
+                frame = protocol.encode(protocol.ok(rid, **fields(snapshot)))
+            self.outbox.fill(slot, frame)
             if then is not None:
                 then()
             self._schedule()
 
-        session.request_snapshot(done)
-        return pending
+        session.request_snapshot(done, bounded=request == "snapshot")
+        return slot
 
     def _subscribe(self, sid: int) -> Subscriber:
         self._unsubscribe(sid)
         session = self.manager.get(sid)
         sub = session.subscribe(self.id, self, self.server.flow_limits)
         self.subs[sid] = sub
+        self.manager.attached(session)
         return sub
 
     def _unsubscribe(self, sid: int) -> bool:
         sub = self.subs.pop(sid, None)
         if sub is None:
             return False
+        sub.close()
+        self.outbox.remove(sub)
         session = self.manager.sessions.get(sid)
         if session is not None:
             session.unsubscribe(self.id)
-        if sub.in_rotation:
-            self._ready.remove(sub)
-            sub.in_rotation = False
+            if session.running and (size := session.sizing.leave(self.id)):
+                session.resize(*size)  # a client that left no longer counts (size_policy)
+            self.manager.detached(session)
+        self.read_only.discard(sid)
         return True
+
+    def _unsubscribe_all(self) -> None:
+        for sid in list(self.subs):
+            self._unsubscribe(sid)
 
     def _detach(self, msg: dict[str, Any]) -> Reply:
         sid = protocol.get_session(msg)
@@ -273,14 +263,25 @@ class Connection(asyncio.Protocol):
     def _input(self, msg: dict[str, Any]) -> Reply:
         sid = protocol.get_session(msg)
         data = protocol.get_data(msg)
-        self.manager.get(sid).write_input(data)
+        session = self._writable(sid)
+        session.write_input(data)
+        if session.sizing.policy == "latest" and (size := session.sizing.typed(self.id)):
+            session.resize(*size)  # the client typing leads (size_policy latest)
         return {}
+
+    def _writable(self, sid: int) -> Session:
+        if sid in self.read_only:
+            raise ProtocolError(protocol.READ_ONLY, f"attached to session {sid} read-only")
+        return self.manager.get(sid)
 
     def _resize(self, msg: dict[str, Any]) -> Reply:
         sid = protocol.get_session(msg)
         cols = protocol.get_int(msg, "cols", lo=1, hi=protocol.MAX_COLS)
         rows = protocol.get_int(msg, "rows", lo=1, hi=protocol.MAX_ROWS)
-        self.manager.get(sid).resize(cols, rows)
+        session = self._writable(sid)
+        session._require_running()
+        if size := session.sizing.resize(self.id, cols, rows):
+            session.resize(*size)
         return {}
 
     def _kill(self, msg: dict[str, Any]) -> Reply:
@@ -290,7 +291,7 @@ class Connection(asyncio.Protocol):
     def _signal(self, msg: dict[str, Any]) -> Reply:
         sid = protocol.get_session(msg)
         sig = protocol.parse_signal(msg.get("signal"))
-        self.manager.get(sid).send_signal(sig)
+        self._writable(sid).send_signal(sig)
         return {}
 
     def _ack(self, msg: dict[str, Any]) -> Reply:
@@ -312,26 +313,22 @@ class Connection(asyncio.Protocol):
     def _stats(self, msg: dict[str, Any]) -> Reply:
         return self.server.stats()
 
-    # -- writer -------------------------------------------------------------------------------------------------
+    def _prune(self, msg: dict[str, Any]) -> Reply:
+        return {"removed": self.manager.prune()}
+
+    # -- writer (flow.Sink) -------------------------------------------------------------------------------------
 
     def send_control(self, message: dict[str, Any]) -> None:
-        if self._closing:
-            return
-        frame = protocol.encode(message)
-        self._control.append(frame)
-        self._control_bytes += len(frame)
-        self._schedule()
+        if self.outbox.state is State.OPEN:
+            self.outbox.send(protocol.encode(message))
+            self._schedule()
 
     def subscriber_ready(self, sub: Subscriber) -> None:
-        if self._closing:
-            return
-        sub.in_rotation = True
-        self._ready.append(sub)
+        self.outbox.ready(sub)  # an unsubscribed Subscriber is closed and never asks (flow.Subscriber.close)
         self._schedule()
 
     def overflowed(self, sub: Subscriber) -> None:
         log.info("connection %d: queue of session %d full, disconnecting", self.id, sub.session_id)
-        self._flush_control()
         self.close()
 
     def forget(self, sub: Subscriber) -> None:
@@ -339,115 +336,65 @@ class Connection(asyncio.Protocol):
             self._unsubscribe(sub.session_id)
 
     def _schedule(self) -> None:
-        if self._scheduled or self._paused:
+        if self._scheduled or self._dispatching or self.outbox.writing_paused:
             return
-        if len(self._control) + len(self._ready) == 1 and not self._in_handler:
+        if self.outbox.queued == 1:
             self._pump()  # one thing to send on an idle connection: no need to wait a loop turn (echo latency)
         else:
             self._scheduled = True
             self.server.loop.call_soon(self._pump)
 
-    def _flush_control(self) -> None:
-        """Write the replies that are ready now (fatal errors, shutdown), ahead of everything."""
-        if self.transport is None:
-            return
-        frames = []
-        while self._control:
-            head = self._control[0]
-            frame = head if isinstance(head, bytes) else head.frame
-            if frame is None:
-                break
-            self._control.popleft()
-            frames.append(frame)
-        if frames:
-            self._control_bytes -= sum(map(len, frames))
-            self.transport.write(b"".join(frames))
-
     def _pump(self) -> None:
         self._scheduled = False
-        transport = self.transport
-        if transport is None or self._closing:
+        transport, outbox = self.transport, self.outbox
+        if transport is None:
             return
-        control, ready = self._control, self._ready
-        while not self._paused:
-            batch: list[bytes] = []
-            size = 0
-            while size < BATCH:
-                frame: bytes | None = None
-                if control:
-                    head = control[0]
-                    frame = head if isinstance(head, bytes) else head.frame
-                    if frame is not None:
-                        control.popleft()
-                        self._control_bytes -= len(frame)
-                if frame is None:  # no control message ready: serve the sessions
-                    if not ready:
-                        break
-                    sub = ready.popleft()
-                    frame = sub.pop()
-                    if sub.has_work():
-                        ready.append(sub)
-                    else:
-                        sub.in_rotation = False
-                    if frame is None:
-                        continue
-                batch.append(frame)
-                size += len(frame)
-            if not batch:
-                break
-            transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
-            self.server.frames_out += len(batch)
-        if self._failing and not control:
-            self._finish_fail()
-            return
-        if (self._reading_paused and self._control_bytes < CONTROL_LOW
-                and self._pending_replies < MAX_PENDING_REPLIES and not self._closing):
-            self._reading_paused = False
+        while (batch := outbox.next_batch()) is not None:
+            data, frames = batch
+            transport.write(data)
+            self.server.frames_out += frames
+        if outbox.failed_and_drained:
+            self._shut(half=True)
+        elif outbox.resume_reading():
             transport.resume_reading()
             self._process()  # requests that arrived while paused
 
     # -- closing ------------------------------------------------------------------------------------------------
 
     def fail(self, code: str, message: str) -> None:
-        """Report a fatal error and close. Replies still being made (snapshots) go out first; nothing more is read
-        or handled. Our side is then shut for writing and the peer's bytes are drained until it closes (or a
-        timeout): closing with unread input would reset the connection and lose the error frame."""
-        if self._closing or self._failing or self.transport is None:
+        """Report a fatal error and close: open -> failing -> closing. Replies still being made (snapshots) go
+        out first; nothing more is read, handled or streamed. Our side is then shut for writing and the peer's
+        bytes are drained until it closes (or a timeout): closing with unread input would reset the connection
+        and lose the error frame."""
+        if self.transport is None or not self.outbox.fail(protocol.encode(protocol.error(None, code, message))):
             return
-        self._failing = True
-        self.send_control(protocol.error(None, code, message))
+        self._unsubscribe_all()
         self.server.loop.call_later(CLOSE_TIMEOUT_S, self.transport.abort)
-        if not any(isinstance(x, PendingReply) for x in self._control):
-            self._finish_fail()
-
-    def _finish_fail(self) -> None:
-        if self._closing or self.transport is None:
-            return
-        self._flush_control()
-        self._closing = True
-        for sid in list(self.subs):
-            self._unsubscribe(sid)
-        transport = self.transport
-        if transport.can_write_eof():
-            transport.write_eof()
-        else:
-            transport.close()
+        self._schedule()
 
     def close(self) -> None:
-        if self._closing or self.transport is None:
+        """Close now (a queue overflow under auto-disconnect, shutdown): the replies ready go first."""
+        self._shut(half=False)
+
+    def _shut(self, half: bool) -> None:
+        transport, outbox = self.transport, self.outbox
+        if transport is None or outbox.state not in (State.OPEN, State.FAILING):
             return
-        self._closing = True
-        for sid in list(self.subs):
-            self._unsubscribe(sid)
-        transport = self.transport
-        transport.close()  # flushes what is buffered; a peer that never reads is cut off after a while
-        self.server.loop.call_later(CLOSE_TIMEOUT_S, transport.abort)
+        data = outbox.take_control()
+        if data:
+            transport.write(data)
+        outbox.close()
+        self._unsubscribe_all()
+        if half and transport.can_write_eof():
+            transport.write_eof()
+        else:
+            transport.close()  # flushes what is buffered; a peer that never reads is cut off after a while
+            self.server.loop.call_later(CLOSE_TIMEOUT_S, transport.abort)
 
     def send_now(self, message: dict[str, Any]) -> None:
-        """Write bypassing the queues (shutdown)."""
-        if self.transport is not None and not self._closing:
-            self._flush_control()
-            self.transport.write(protocol.encode(message))
+        """Write bypassing the queues (shutdown), after the replies that are ready."""
+        if self.transport is not None and self.outbox.state in (State.OPEN, State.FAILING):
+            self.transport.write(self.outbox.take_control() + protocol.encode(message))
 
 
 _HANDLERS: dict[str, Callable[[Connection, dict[str, Any]], Reply]] = {
@@ -463,6 +410,7 @@ _HANDLERS: dict[str, Callable[[Connection, dict[str, Any]], Reply]] = {
     "list": Connection._list,
     "snapshot": Connection._snapshot,
     "stats": Connection._stats,
+    "prune": Connection._prune,
 }
 assert set(_HANDLERS) == protocol.REQUEST_TYPES
 
@@ -486,6 +434,7 @@ class Server:
             threshold=config.flow_threshold,
             auto_disconnect=config.flow_auto_disconnect,
         )
+        self.outbox_limits = OutboxLimits()
         self.connections: dict[int, Connection] = {}
         self._ids = itertools.count(1)
         self._server: asyncio.AbstractServer | None = None
@@ -521,7 +470,6 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.request_stop, sig)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closing terminal must not take the daemon down
-        self.worker.warm_up()
         log.info("vibest-pty-daemon %s listening on %s (pid %d)", __version__, path, os.getpid())
 
     def request_stop(self, sig: int | None = None) -> None:

@@ -1,45 +1,86 @@
-"""One PTY session: its child, its emulator, its replay window, its subscribers and its input queue.
+"""One PTY session: its child's lifecycle, the master fd reader, fan-out to subscribers, and its requests.
 
 I/O runs on the event loop: the master fd is read with add_reader, the child is reaped through a pidfd, input that
-the PTY does not take at once waits for add_writer. No polling. The emulator lives on the EmulatorWorker thread:
-the loop only submits jobs (feed, resize, snapshot, close) in stream order and gets snapshots back by callback.
+the PTY does not take at once waits in an InputQueue for add_writer. No polling. The terminal state (the emulator,
+and the promise that a snapshot is exact at its offset) belongs to the session's `Feed` (feed.py); the raw output
+kept for `since` and for rebuilding belongs to its `ReplayWindow`.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import errno
+import fcntl
 import logging
 import os
 import signal
+import termios
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from . import protocol
-from .worker import EmulatorWorker
-
-if TYPE_CHECKING:
-    from .emulator import Emulator, ScreenState
+from .emulator_host import colors_to_wire
+from .feed import Backend, Feed
 from .flow import FlowLimits, Sink, Subscriber
+from .input_queue import InputQueue
 from .protocol import ProtocolError
-from .pty import Child, decode_wait_status, foreground_pgrp, set_winsize
+from .pty import Child, foreground_pgrp, set_winsize
+from .queries import DEFAULT_COLORS, Colors, QueryFilter, Segment, for_emulator, parse_colors
+from .replay import ReplayWindow
+from .sizing import SizePolicy
 
 log = logging.getLogger("vibest_pty.session")
 
 READ_SIZE = 65536
 SHORT_READ = 512  # a read this short means the PTY is drained (a flood's reads are ~4 KiB)
+# Output of a flood is coalesced across reader callbacks into chunks of up to READ_SIZE, but held at most this long:
+# fewer, larger frames, without a read ever waiting (see _on_readable).
+COALESCE_S = 0.002
 # After the child is reaped, output still held by a grandchild that keeps the slave open is waited for this long.
 EXIT_DRAIN_S = 0.1
 EXIT_DRAIN_READS = 64  # at most 4 MiB taken then
-# Output read but not yet parsed by the emulator thread: past HIGH the session's PTY is not read until the
-# emulator is back under LOW (a program cannot outrun its terminal, as with a real one; clients never pause it).
-EMU_BACKLOG_HIGH = 4 * 1024 * 1024
-EMU_BACKLOG_LOW = 1024 * 1024
-PARSE_BATCH = 1024 * 1024
+SNAPSHOT_FRAME_MARGIN = 64 * 1024  # room in a frame for the reply around a snapshot's data (session info, modes)
 
 SnapshotDone = Callable[["dict[str, Any] | Exception"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    scrollback_lines: int = 1000
+    replay_bytes: int = 1024 * 1024
+    input_queue_bytes: int = 8 * 1024 * 1024
+    kill_grace_s: float = 2.0
+    max_frame: int = 16 * 1024 * 1024  # a snapshot's data is trimmed (oldest history first) to fit a frame
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSpec:
+    command: list[str]
+    cwd: str
+    cols: int
+    rows: int
+    name: str = ""
+    tags: dict[str, str] | None = None
+    # queries="daemon": the emulator answers terminal queries and clients never see them (see queries.py);
+    # "client": everything passes through untouched and the clients' terminals answer.
+    queries: str = "daemon"
+    colors: Colors | None = None
+    size_policy: str = "latest"
+
+
+_FIONREAD_BUF = array.array("i", [0])  # reused: only the loop thread reads PTYs
+
+
+def _fionread(fd: int) -> int:
+    """Bytes the PTY master holds right now (reading more than that would wait for the tty flush worker)."""
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, _FIONREAD_BUF)
+    except OSError:
+        return 0
+    return _FIONREAD_BUF[0]
 
 
 class Session:
@@ -47,65 +88,56 @@ class Session:
         self,
         sid: int,
         child: Child,
-        command: list[str],
-        cwd: str,
-        cols: int,
-        rows: int,
-        name: str,
-        tags: dict[str, str],
+        spec: SessionSpec,
+        limits: SessionLimits,
+        backend: Backend,
         *,
-        scrollback_lines: int,
-        replay_bytes: int,
-        input_queue_bytes: int,
-        kill_grace_s: float,
         on_exit: Callable[[Session], None],
         counters: Counters,
-        worker: EmulatorWorker,
     ) -> None:
-        from .emulator import Emulator  # imported on first use: pyghostty's cffi set-up takes ~0.3 s
-
-
         self.id = sid
         self.pid = child.pid
-        self.pts_path = child.pts_path
-        self.command = command
-        self.initial_cwd = cwd
-        self.cols, self.rows = cols, rows
-        self.name = name
-        self.tags = tags
+        self.command = spec.command
+        self.initial_cwd = spec.cwd
+        self.cols, self.rows = spec.cols, spec.rows
+        self.name = spec.name
+        self.tags = dict(spec.tags or {})
         self.created_at = time.time()
         self.last_attached_at: float | None = None
-        self.emulator: Emulator = Emulator(cols, rows, scrollback_lines)  # touched only on the worker thread
-        self._worker = worker
-        self.offset = 0  # output bytes read so far
-        self._parsed = 0  # output bytes the emulator has processed (written by the worker thread)
-        # Output waiting for the emulator, appended by the loop and taken by the worker in big batches: fewer,
-        # longer native calls mean fewer GIL hand-offs between the two threads, which is what delays the loop.
-        self._unparsed: deque[bytes | _Fence] = deque()
-        self._parse_scheduled = False
-        self._emu_paused = False
-        self._resume_requested = False
-        self.title = ""  # the emulator's, copied by the worker thread after each feed
-        self._osc_cwd: str | None = None
-        self._replay = bytearray()
-        self._replay_max = replay_bytes
+        self.limits = limits
+        self._loop = asyncio.get_running_loop()
+        self._fd = child.master_fd
+        self.queries = spec.queries
+        self.colors = spec.colors or DEFAULT_COLORS
+        self._queries = QueryFilter() if spec.queries == "daemon" else None
+        self.sizing = SizePolicy(spec.size_policy, spec.cols, spec.rows)  # several clients, one size (sizing.py)
+        self.replay = ReplayWindow(limits.replay_bytes)
+        self._offset = 0  # output bytes sent to clients so far (queries kept from them are not counted)
+        self.feed = Feed(
+            sid, spec.cols, spec.rows, limits.scrollback_lines, backend,
+            schedule=self._schedule, pause=self._pause_for_emulator, on_reply=self._emulator_reply,
+            history=self.replay.window,
+            snapshot_max_bytes=max(limits.max_frame - SNAPSHOT_FRAME_MARGIN, 4096),
+            respond=self._queries is not None, colors=colors_to_wire(spec.colors),
+        )
         self.subscribers: dict[int, Subscriber] = {}  # by connection id
-        self._input: deque[memoryview] = deque()
-        self._input_bytes = 0
-        self._input_max = input_queue_bytes
-        self._kill_grace_s = kill_grace_s
+        self.input = InputQueue(self._fd, limits.input_queue_bytes, want_writable=self._want_writable,
+                                on_written=self._count_in, label=f"session {sid}")
         self._on_exit = on_exit
         self._counters = counters
         self.running = True
         self.exit_code: int | None = None
         self.exit_signal: int | None = None
-        self._fd = child.master_fd
         self._reaped = False
+        self._zombie = False  # exited, status taken with WNOWAIT: kept unreaped until the kill escalation settles
         self._eof = False
+        self._reading = True
+        self._pending: list[bytes] = []  # read but not yet delivered (coalescing, see _on_readable)
+        self._pending_bytes = 0
+        self._coalesce: asyncio.TimerHandle | None = None
         self._pidfd = -1
         self._timers: list[asyncio.TimerHandle] = []
         self._kill_timer: asyncio.TimerHandle | None = None
-        self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._fd, self._on_readable)
         try:
             self._pidfd = os.pidfd_open(self.pid)
@@ -114,14 +146,45 @@ class Session:
             # The child already exited and was reaped (cannot happen: we have not waited) or no pidfd support.
             self._loop.call_soon(self._on_child_event)
 
+    @property
+    def offset(self) -> int:
+        """Output bytes delivered so far (to the feed, the replay window and the subscribers). Reading it delivers
+        what coalescing holds first, so that everything before the offset a caller acts on has been delivered."""
+        if self._pending:
+            self._flush_pending()
+        return self._offset
+
+    @property
+    def title(self) -> str:
+        return self.feed.title
+
+    def _schedule(self, delay: float, fn: Callable[[], None]) -> object:
+        return self._loop.call_later(delay, fn) if delay > 0 else self._loop.call_soon(fn)
+
+    def _count_in(self, n: int) -> None:
+        self._counters.bytes_in += n
+
+    def _want_writable(self, flag: bool) -> None:
+        if flag:
+            self._loop.add_writer(self._fd, self.input.on_writable)
+        elif self._fd >= 0:
+            self._loop.remove_writer(self._fd)
+
     # -- output ------------------------------------------------------------------------------------------------
 
-    def _on_readable(self) -> None:
-        chunks: list[bytes] = []
-        total = 0
-        while total < READ_SIZE:
+    def _on_readable(self) -> int:
+        """Read what the PTY holds now, never waiting; returns the bytes read.
+
+        On a PTY master whose line-discipline buffer is empty, read() waits for the kernel's flush worker to move
+        the next chunk, even with O_NONBLOCK; so read again only while FIONREAD reports bytes. A flood's chunks
+        (~4 KiB each) are coalesced across callbacks up to READ_SIZE, held at most COALESCE_S; a short read is
+        interactive output and goes out at once."""
+        fd = self._fd
+        got = 0
+        short = False
+        while self._pending_bytes < READ_SIZE:
             try:
-                data = os.read(self._fd, READ_SIZE - total)  # the emulator gets at most READ_SIZE at a time
+                data = os.read(fd, READ_SIZE - self._pending_bytes)
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -131,98 +194,114 @@ class Session:
             if not data:
                 self._eof = True
                 break
-            chunks.append(data)
-            total += len(data)
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+            got += len(data)
             if len(data) < SHORT_READ:
-                break  # interactive output: a reply is waiting, and more data would wake us again anyway
-        if chunks:
-            self._deliver(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                short = True  # interactive output: a reply is waiting
+                break
+            if _fionread(fd) <= 0:
+                break
+        if short or self._eof or self._pending_bytes >= READ_SIZE:
+            self._flush_pending()
+        elif self._pending and self._coalesce is None:
+            self._coalesce = self._loop.call_later(COALESCE_S, self._flush_pending)
+        if self._eof and self._queries is not None and self._queries.held:
+            self._deliver_segments(self._queries.flush())
         if self._eof:
-            if not self._emu_paused:
-                self._loop.remove_reader(self._fd)
-            if self._reaped:
+            self._stop_reading()
+            if self._exited:
                 self._finish()
+        return got
+
+    def _flush_pending(self) -> None:
+        if self._coalesce is not None:
+            self._coalesce.cancel()
+            self._coalesce = None
+        if self._pending:
+            chunks = self._pending
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self._pending = []
+            self._pending_bytes = 0
+            self._deliver(data)
 
     def _deliver(self, data: bytes) -> None:
-        self._unparsed.append(data)
-        if not self._parse_scheduled:
-            self._parse_scheduled = True
-            # Woken after this callback's frames are written: the worker thread then competes for the GIL with
-            # nothing on the latency path (an echo). Order stays exact: fences sit in _unparsed itself.
-            self._loop.call_soon(self._worker.submit, self._parse)
-        if self._replay_max:
-            self._replay += data
-            excess = len(self._replay) - self._replay_max
-            if excess > 0:
-                del self._replay[:excess]
-        frame = protocol.encode_output(self.id, self.offset, data)
-        self.offset += len(data)
+        if self._queries is not None:
+            segs = self._queries.feed(data)
+            if len(segs) != 1 or not isinstance(segs[0], bytes):
+                self._deliver_segments(segs)
+                return
+        self.feed.output(data)  # may pause our reading for the emulator's backlog
+        self._to_clients(data)
+
+    def _deliver_segments(self, segs: list[Segment]) -> None:
+        """Queries go to the emulator only (it answers them); the rest to both, in order."""
+        emu = for_emulator(segs)  # queries.Marked when the responder must scan it
+        if emu:
+            self.feed.output(emu)
+        client = b"".join(s for s in segs if isinstance(s, bytes))
+        if client:
+            self._to_clients(client)
+
+    def _to_clients(self, data: bytes) -> None:
+        frame = protocol.encode_output(self.id, self._offset, data)
+        self._offset += len(data)
+        self.replay.append(data)
         self._counters.bytes_out += len(data)
         for sub in tuple(self.subscribers.values()):  # a push may close its connection (auto-disconnect)
             sub.push(frame)
-        if self.offset - self._parsed > EMU_BACKLOG_HIGH and not self._emu_paused and not self._eof:
-            self._emu_paused = True
+
+    def _stop_reading(self) -> None:
+        if self._reading and self._fd >= 0:
+            self._reading = False
             self._loop.remove_reader(self._fd)
 
-    def _parse(self) -> None:
-        """Worker thread: parse what was submitted, up to the first fence (a snapshot or resize waits there)."""
-        self._parse_scheduled = False  # before taking: a chunk appended from now on schedules another run
-        self._catch_up(None)
-
-    def _fence(self) -> _Fence:
-        """Loop thread: mark the current offset in the stream of output for the emulator. The job that owns the
-        fence parses exactly up to it; output after it gets a parse job queued after that job."""
-        fence = _Fence()
-        self._unparsed.append(fence)
-        self._parse_scheduled = False
-        return fence
-
-    def _catch_up(self, fence: _Fence | None) -> None:
-        """Worker thread: feed the emulator the submitted output up to `fence` (consumed), or, without one, up
-        to the first fence; in batches of up to PARSE_BATCH. Then publish what the loop reads (title, cwd) and
-        wake a reader paused for the backlog."""
-        emu, pending = self.emulator, self._unparsed
-        if emu.closed:
-            return
-        while pending:  # only this thread pops: peeking at pending[0] first is safe
-            head = pending[0]
-            if isinstance(head, _Fence):
-                if head is not fence and fence is None:
-                    break
-                pending.popleft()
-                if head is fence:
-                    break
-                continue
-            batch: list[bytes] = []
-            size = 0
-            while pending and size < PARSE_BATCH and not isinstance(chunk := pending[0], _Fence):
-                pending.popleft()
-                batch.append(chunk)
-                size += len(chunk)
-            emu.feed(batch[0] if len(batch) == 1 else b"".join(batch))
-            self._parsed += size
-        self.title = emu.title
-        self._osc_cwd = emu.cwd
-        if self._emu_paused and not self._resume_requested and self.offset - self._parsed <= EMU_BACKLOG_LOW:
-            self._resume_requested = True
-            self._loop.call_soon_threadsafe(self._resume_reading)
-
-    def _resume_reading(self) -> None:
-        self._emu_paused = False
-        self._resume_requested = False
-        if self.running and not self._eof and self._fd >= 0:
+    def _pause_for_emulator(self, paused: bool) -> None:
+        if paused:
+            self._stop_reading()
+        elif not self._reading and self.running and not self._eof and self._fd >= 0:
+            self._reading = True
             self._loop.add_reader(self._fd, self._on_readable)
+
+    def _emulator_reply(self, data: bytes) -> None:
+        """Bytes the emulator answers on the terminal's behalf (query replies): into the PTY, like input."""
+        if self.running:
+            try:
+                self.input.write(data)
+            except ProtocolError as exc:
+                log.debug("session %d: reply dropped: %s", self.id, exc)
+
+    def update_colors(self, value: dict[str, Any]) -> None:
+        """The colours queries are answered with: `value` (an attach's `colors`, validated) over the current ones."""
+        self.colors = colors = parse_colors(value, self.colors)
+        if self._queries is not None:
+            self.feed.set_colors(colors_to_wire(colors))
+
     # -- exit --------------------------------------------------------------------------------------------------
 
     def _on_child_event(self) -> None:
+        if self._reaped or self._zombie:
+            return
+        # While a kill escalation is pending the leader is left a zombie (WNOWAIT): its pid, which is the process
+        # group id we will SIGKILL, cannot be reused by anyone until we reap it.
+        keep = self._kill_timer is not None
         try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            res = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | (os.WNOWAIT if keep else 0))
         except ChildProcessError:
-            pid, status = self.pid, 0
-        if pid == 0:
+            res = None
+            self.exit_code, self.exit_signal = 0, None
+            self._reaped = True
+        if res is not None:
+            if res.si_code == os.CLD_EXITED:
+                self.exit_code, self.exit_signal = res.si_status, None
+            else:
+                self.exit_code, self.exit_signal = None, res.si_status
+            if keep:
+                self._zombie = True
+            else:
+                self._reaped = True
+        elif not self._reaped:
             return  # stopped/continued, or a spurious wake-up
-        self._reaped = True
-        self.exit_code, self.exit_signal = decode_wait_status(status)
         if self._pidfd >= 0:
             self._loop.remove_reader(self._pidfd)
             os.close(self._pidfd)
@@ -235,33 +314,30 @@ class Session:
             # A grandchild still holds the slave: give in-flight output a moment, then report the exit.
             self._timers.append(self._loop.call_later(EXIT_DRAIN_S, self._drain_and_finish))
 
+    @property
+    def _exited(self) -> bool:
+        return self._reaped or self._zombie
+
     def _drain_and_finish(self) -> None:
         if self.running:
             # Take everything the PTY holds now (its reader may be paused for the emulator's backlog), but not
             # forever: a grandchild may keep writing.
             for _ in range(EXIT_DRAIN_READS):
-                before = self.offset
-                if self._eof:
-                    break
-                self._on_readable()
-                if self.offset == before:
+                if self._eof or self._on_readable() == 0:
                     break
             self._finish()
 
     def _finish(self) -> None:
         if not self.running:
             return
+        self._flush_pending()
         self.running = False
         for t in self._timers:
             if t is not self._kill_timer:  # a kill still escalates to the group's stragglers (HUP-ignoring jobs)
                 t.cancel()
         self._timers.clear()
-        if not self._eof and not self._emu_paused:
-            self._loop.remove_reader(self._fd)
-        if self._input:
-            self._loop.remove_writer(self._fd)
-            self._input.clear()
-            self._input_bytes = 0
+        self._stop_reading()
+        self.input.clear()
         os.close(self._fd)  # the slave side gets a hangup: a lingering grandchild sees EOF/SIGHUP
         self._fd = -1
         frame = protocol.encode({"type": "exit", "session": self.id, "code": self.exit_code,
@@ -279,60 +355,13 @@ class Session:
 
     def write_input(self, data: bytes) -> None:
         self._require_running()
-        if not data:
-            return
-        if self._input_bytes + len(data) > self._input_max:
-            raise ProtocolError(
-                protocol.INPUT_QUEUE_FULL,
-                f"session {self.id}: input queue holds {self._input_bytes} bytes; "
-                f"{len(data)} more would pass the limit of {self._input_max}",
-            )
-        view = memoryview(data)
-        if not self._input:
-            try:
-                n = os.write(self._fd, view)
-            except BlockingIOError:
-                n = 0
-            except OSError as exc:
-                log.debug("session %d: write: %s", self.id, exc)
-                return  # the child is gone; the exit event follows
-            self._counters.bytes_in += n
-            view = view[n:]
-            if not view:
-                return
-            self._loop.add_writer(self._fd, self._on_writable)
-        self._input.append(view)
-        self._input_bytes += len(view)
-
-    def _on_writable(self) -> None:
-        while self._input:
-            view = self._input[0]
-            try:
-                n = os.write(self._fd, view)
-            except BlockingIOError:
-                return
-            except OSError:
-                self._input.clear()
-                self._input_bytes = 0
-                break
-            self._counters.bytes_in += n
-            self._input_bytes -= n
-            if n < len(view):
-                self._input[0] = view[n:]
-                return
-            self._input.popleft()
-        self._loop.remove_writer(self._fd)
+        self.input.write(data)
 
     def resize(self, cols: int, rows: int) -> None:
         self._require_running()
         set_winsize(self._fd, cols, rows)  # the kernel sends SIGWINCH to the foreground group
-        emu, fence = self.emulator, self._fence()
-
-        def job() -> None:
-            self._catch_up(fence)  # the resize lands exactly between the bytes before and after it
-            emu.resize(cols, rows)
-
-        self._worker.submit(job)
+        self._flush_pending()  # the resize lands exactly between the bytes before and after it
+        self.feed.resize(cols, rows)
         self.cols, self.rows = cols, rows
 
     def send_signal(self, sig: int) -> None:
@@ -348,21 +377,42 @@ class Session:
         """SIGHUP to the session's process groups now, SIGKILL after the grace if it is still there."""
         if not self.running:
             return
+        if self._kill_timer is None and not self._exited:
+            self._kill_timer = self._loop.call_later(self.limits.kill_grace_s, self._escalate)
         self._hangup(signal.SIGHUP)
-        if self._kill_timer is None:
-            self._kill_timer = self._loop.call_later(self._kill_grace_s, self._hangup, signal.SIGKILL)
-            self._timers.append(self._kill_timer)
+
+    def settle_kill(self) -> None:
+        """Escalate a pending kill now (the daemon is stopping): nothing of ours is left unreaped."""
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+            self._escalate()
+
+    def _escalate(self) -> None:
+        """The grace is over: SIGKILL what is left of our groups, then reap the leader we kept unreaped."""
+        self._hangup(signal.SIGKILL)
+        self._kill_timer = None
+        if self._zombie:
+            try:
+                os.waitpid(self.pid, 0)  # a zombie: returns at once
+            except ChildProcessError:
+                pass
+            self._zombie = False
+            self._reaped = True
 
     def _hangup(self, sig: int) -> None:
-        groups = {self.pid}  # a group id is not reused while the group has members; else this is ESRCH
+        # The leader's pid is its group's id: it cannot be reused while the leader is alive or an unreaped zombie,
+        # which it is until _escalate (see _on_child_event). Once reaped, the group is not ours to signal.
+        groups: set[int] = set()
+        if not self._reaped:
+            groups.add(self.pid)
         if self._fd >= 0 and (fg := foreground_pgrp(self._fd)) is not None:
-            groups.add(fg)
+            groups.add(fg)  # the terminal's foreground group is read now, from the terminal we hold
         for pg in groups:
             try:
                 os.killpg(pg, sig)
             except (ProcessLookupError, PermissionError):
                 pass
-        if not self._reaped:  # a leader that moved to another group still gets it
+        if not self._exited:  # a leader that moved to another group still gets it
             try:
                 os.kill(self.pid, sig)
             except ProcessLookupError:
@@ -372,15 +422,11 @@ class Session:
 
     def replay_since(self, since: int) -> bytes | None:
         """Raw output from `since` to now, or None when `since` is older than the replay window."""
-        if since > self.offset:
-            raise ProtocolError(protocol.INVALID_ARGUMENT, f"since={since} is past the session's offset {self.offset}")
-        start = self.offset - len(self._replay)
-        if since < start:
-            return None
-        return bytes(self._replay[since - start :])
+        self._flush_pending()
+        return self.replay.since(since)
 
     def cwd(self) -> str:
-        cwd = self._osc_cwd
+        cwd = self.feed.cwd
         if cwd:
             return cwd
         if self.running:
@@ -390,33 +436,24 @@ class Session:
                 pass
         return self.initial_cwd
 
-    def request_snapshot(self, done: SnapshotDone) -> int:
-        """Ask the worker for the terminal state at the current offset (returned); `done` gets the Snapshot map,
-        or the exception, on the loop."""
-        offset = self.offset
-        emu, loop, fence = self.emulator, self._loop, self._fence()
+    def request_snapshot(self, done: SnapshotDone, *, bounded: bool = False) -> int:
+        """The terminal state at the current offset (returned); `done` gets the Snapshot map, or the exception,
+        on the loop. `bounded` (a client's own request) may raise limit_reached when too many are queued."""
+        offset = self.offset  # the clients' offset; the feed fences its own stream (queries included) here
 
-        def job() -> None:
-            try:
-                self._catch_up(fence)  # exactly the output before `offset`, no more
-                st: ScreenState | Exception = emu.snapshot()
-            except Exception as exc:
-                log.exception("session %d: snapshot failed", self.id)
-                st = exc
-            loop.call_soon_threadsafe(self._snapshot_done, st, offset, done)
+        def finished(st: Any) -> None:
+            if isinstance(st, Exception):
+                done(st)
+                return
+            done({**st, "offset": offset, "cwd": st.get("cwd") or self.cwd()})
 
-        self._worker.submit(job)
+        self.feed.snapshot(finished, bounded=bounded)
         return offset
 
-    def _snapshot_done(self, st: ScreenState | Exception, offset: int, done: SnapshotDone) -> None:
-        if isinstance(st, Exception):
-            done(st)
-            return
-        done({
-            "data": st.data, "offset": offset, "cols": st.cols, "rows": st.rows, "cursor": list(st.cursor),
-            "cursor_visible": st.cursor_visible, "alt_screen": st.alt_screen, "modes": st.modes,
-            "title": st.title, "cwd": st.cwd or self.cwd(), "scrollback_lines": st.scrollback_lines,
-        })
+    def request_text(self, which: str, done: Callable[[Any], None]) -> int:
+        """Plain text of `which` (screen, scrollback, all) at the current offset, rendered by the emulator."""
+        self._flush_pending()
+        return self.feed.text(which, done)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -424,11 +461,25 @@ class Session:
             "cwd": self.cwd(), "title": self.title, "cols": self.cols, "rows": self.rows,
             "created_at": self.created_at, "last_attached_at": self.last_attached_at, "running": self.running,
             "exit_code": self.exit_code, "exit_signal": self.exit_signal, "clients": len(self.subscribers),
+            "process": self.process(),
         }
+
+    def process(self) -> str:
+        """The terminal's foreground program (its process group leader's name, as node-pty's IPty.process);
+        "" once exited or when unknown."""
+        pg = foreground_pgrp(self._fd) if self.running and self._fd >= 0 else None
+        if pg is None:
+            return ""
+        try:
+            with open(f"/proc/{pg}/comm") as f:
+                return f.read().strip()
+        except OSError:
+            return ""
 
     # -- subscribers -------------------------------------------------------------------------------------------
 
     def subscribe(self, conn_id: int, sink: Sink, limits: FlowLimits) -> Subscriber:
+        self._flush_pending()  # the subscription starts at an offset every byte before which was delivered
         sub = Subscriber(self.id, sink, limits, self.request_snapshot)
         self.subscribers[conn_id] = sub
         self.last_attached_at = time.time()
@@ -445,18 +496,7 @@ class Session:
         for sub in list(self.subscribers.values()):
             sub.sink.forget(sub)
         self.subscribers.clear()
-        self._worker.submit(self._close_emulator)  # after every job already queued for it
-
-    def _close_emulator(self) -> None:
-        """Worker thread."""
-        self._unparsed.clear()
-        self.emulator.close()
-
-
-class _Fence:
-    """A point in a session's output stream that a snapshot or resize job waits for (see Session._fence)."""
-
-    __slots__ = ()
+        self.feed.close()
 
 
 class Counters:

@@ -6,6 +6,8 @@ import { TextDecoder } from "node:util";
 
 import { DEFAULT_MAX_FRAME, FrameDecoder, FrameError, Malformed, encodeFrame, type Message } from "./codec.js";
 import { PtyDaemonError } from "./errors.js";
+import { SessionHandle, type CreatedSession } from "./session.js";
+import { checkSocketTrust } from "./trust.js";
 import { TypedEmitter, type ReattachResult } from "./events.js";
 import type { Transport, TransportSocket } from "./transport.js";
 import { UnixSocketTransport } from "./transport-node.js";
@@ -101,6 +103,8 @@ interface SessionState {
   decoder: TextDecoder;
   /** Re-attached after a reconnect. */
   attached: boolean;
+  /** Attached read-only (kept on re-attach). */
+  readOnly?: boolean;
 }
 
 // Within one process, clients for the same socket start the daemon once.
@@ -249,7 +253,7 @@ export class PtyDaemonClient extends TypedEmitter {
       } catch (err) {
         lastError = err;
         // A daemon that answers with an error (e.g. unsupported_protocol) will not change its mind.
-        if (err instanceof PtyDaemonError && err.reply) {
+        if (err instanceof PtyDaemonError && (err.reply || err.code === "untrusted_server")) {
           this.state = "idle";
           this.failQueued(err);
           throw err;
@@ -276,6 +280,9 @@ export class PtyDaemonClient extends TypedEmitter {
   /** One attempt: connect, install handlers, hello. The socket becomes this.socket; requests still queue. */
   private connectOnce(timeoutMs: number): Promise<HelloInfo> {
     return new Promise<HelloInfo>((resolve, reject) => {
+      // The Unix socket's owner is checked (throws untrusted_server: the executor's throw rejects); a WebSocket
+      // server is trusted by its URL (and TLS).
+      if (this.transport instanceof UnixSocketTransport) checkSocketTrust(this.socketPath);
       const sock = this.transport.connect();
       let settled = false;
       const timer = setTimeout(() => fail(new PtyDaemonError("timeout", "connect/hello timed out")), timeoutMs);
@@ -366,7 +373,12 @@ export class PtyDaemonClient extends TypedEmitter {
       let hello: HelloInfo | null = null;
       try {
         hello = await this.connectOnce(Math.max(1000, o.maxDelayMs));
-      } catch {
+      } catch (err) {
+        if (err instanceof PtyDaemonError && err.code === "untrusted_server") {
+          this.emit("error", err);
+          this.finalize(err.message, err);
+          return;
+        }
         if (this.autoStart && !autoStarted && this.state === "reconnecting") {
           autoStarted = true;
           await this.startDaemon();
@@ -414,7 +426,7 @@ export class PtyDaemonClient extends TypedEmitter {
         results.push(result);
         this.request(
           "attach",
-          { session: id, snapshot: true, since },
+          { session: id, snapshot: true, since, ...(st.readOnly ? { read_only: true } : {}) },
           {
             direct: true,
             onOk: (ok) => {
@@ -653,11 +665,16 @@ export class PtyDaemonClient extends TypedEmitter {
 
   // -- the API ------------------------------------------------------------------------------------------------
 
-  /** Create a session; resolves with its SessionInfo. With attach: true this client gets its output from byte 0. */
-  async createSession(options: CreateSessionOptions = {}): Promise<SessionInfo> {
+  /**
+   * Create a session; resolves with a handle on it (SessionHandle) carrying the SessionInfo of the reply. With
+   * attach: true this client gets its output from byte 0.
+   */
+  async createSession(options: CreateSessionOptions = {}): Promise<CreatedSession> {
     const opts: Record<string, unknown> = {};
     // Field order as in the protocol's vectors.
-    for (const k of ["shell", "args", "cwd", "env", "cols", "rows", "name", "tags", "attach"] as const) {
+    const keys = ["shell", "args", "cwd", "env", "cols", "rows", "name", "tags", "attach", "queries", "colors",
+      "size_policy", "kill_after_detach_s", "env_mode"] as const;
+    for (const k of keys) {
       if (options[k] !== undefined) opts[k] = options[k];
     }
     const ok = await this.request(
@@ -672,7 +689,12 @@ export class PtyDaemonClient extends TypedEmitter {
         },
       },
     );
-    return ok.session as SessionInfo;
+    return Object.assign(new SessionHandle(this, (ok.session as SessionInfo).id), ok.session as SessionInfo);
+  }
+
+  /** A handle on session `id`: its own events (onData, onExit, ...) and methods (write, resize, kill, ...). */
+  session(id: number): SessionHandle {
+    return new SessionHandle(this, id);
   }
 
   /**
@@ -682,9 +704,16 @@ export class PtyDaemonClient extends TypedEmitter {
   async attachSession(id: number, options: AttachOptions = {}): Promise<AttachResult> {
     const fields: Record<string, unknown> = { session: id, snapshot: options.snapshot ?? true };
     if (options.since !== undefined) fields.since = options.since;
+    if (options.read_only !== undefined) fields.read_only = options.read_only;
+    if (options.colors !== undefined) fields.colors = options.colors;
     const ok = await this.request("attach", fields, {
       onOk: (msg) => {
-        this.sessions.set(id, { nextOffset: msg.offset as number, decoder: new TextDecoder(), attached: true });
+        this.sessions.set(id, {
+          nextOffset: msg.offset as number,
+          decoder: new TextDecoder(),
+          attached: true,
+          readOnly: options.read_only === true,
+        });
       },
     });
     const result: AttachResult = { session: ok.session as SessionInfo, offset: ok.offset as number };

@@ -15,9 +15,10 @@ export type ProtocolErrorCode =
 
 /**
  * SDK codes: `connection_lost` (the request was sent but the connection dropped before its reply: it may or may not
- * have been applied), `closed` (the client is closed), `timeout` (waitForConnection gave up), `not_connected`.
+ * have been applied), `closed` (the client is closed), `timeout` (waitForConnection gave up), `not_connected`,
+ * `untrusted_server` (the socket or its directory may belong to another user: see trust.ts).
  */
-export type ClientErrorCode = "connection_lost" | "closed" | "timeout" | "not_connected";
+export type ClientErrorCode = "connection_lost" | "closed" | "timeout" | "not_connected" | "untrusted_server";
 
 export type ErrorCode = ProtocolErrorCode | ClientErrorCode | (string & {});
 

@@ -5,6 +5,8 @@ export type { Transport, TransportSocket } from "./transport.js";
 export { UnixSocketTransport } from "./transport-node.js";
 export { WebSocketTransport, WS_CLOSE_NO_DAEMON, WS_CLOSE_UNAUTHORIZED } from "./transport-websocket.js";
 export type { WebSocketCloseInfo, WebSocketLike, WebSocketTransportOptions } from "./transport-websocket.js";
+export { colorsFromTheme } from "./theme.js";
+export type { XtermTheme } from "./theme.js";
 export type { ClientErrorCode, ErrorCode, ProtocolErrorCode } from "./errors.js";
 export type {
   BackpressureWarningEvent,
@@ -32,3 +34,6 @@ export {
 } from "./codec.js";
 export type { Message } from "./codec.js";
 export type * from "./types.js";
+export { SessionHandle } from "./session.js";
+export type { CreatedSession, IDisposable, SessionEventName } from "./session.js";
+export { checkSocketTrust } from "./trust.js";

@@ -18,6 +18,8 @@ export interface SessionInfo {
   exit_signal: number | null;
   /** Connections attached to it. */
   clients: number;
+  /** The terminal's foreground program (its process group leader's name, at most 15 bytes); "" once exited. */
+  process: string;
 }
 
 export interface Snapshot {
@@ -50,14 +52,32 @@ export interface CreateSessionOptions {
   args?: string[];
   /** Must be an existing directory. Default: the daemon's $HOME. */
   cwd?: string;
-  /** Merged over the daemon's environment. */
+  /** Merged over the daemon's environment (env_mode "merge"), or the whole environment (env_mode "replace"). */
   env?: Record<string, string>;
+  /** "merge" (default): env is added to the daemon's environment; "replace": env is all the session gets. */
+  env_mode?: "merge" | "replace";
   cols?: number;
   rows?: number;
   name?: string;
   tags?: Record<string, string>;
   /** Subscribe this client from the very first byte (offset 0). */
   attach?: boolean;
+  /** Who answers terminal queries (DA, CPR, colours, ...): the session ("daemon", default) or its clients. */
+  queries?: "daemon" | "client";
+  /** The colours OSC 10/11/12/4 queries are answered with (see colorsFromTheme). */
+  colors?: Colors;
+  /** The session's size when several clients resize it (default "latest"). */
+  size_policy?: "latest" | "smallest" | "largest" | "manual";
+  /** Kill the session this many seconds after its last client left (cancelled by an attach). */
+  kill_after_detach_s?: number;
+}
+
+/** A session's colours: "#rrggbb", "#rgb" or "rgb:r/g/b"; palette from index 0, or index -> colour. */
+export interface Colors {
+  foreground?: string;
+  background?: string;
+  cursor?: string;
+  palette?: string[] | Record<number, string>;
 }
 
 export interface AttachOptions {
@@ -65,6 +85,10 @@ export interface AttachOptions {
   snapshot?: boolean;
   /** Replay raw output from this offset if it is still in the daemon's replay window (else a snapshot is sent). */
   since?: number;
+  /** Output only: input, resize and signal for this session from this client fail with `read_only`. */
+  read_only?: boolean;
+  /** Set the session's colours (what colour queries are answered with), e.g. colorsFromTheme(term.options.theme). */
+  colors?: Colors;
 }
 
 export interface AttachResult {
@@ -84,6 +108,12 @@ export interface QueueStats {
   events: number;
   bytes: number;
   level: BackpressureLevel;
+  /** Frames thrown away by overflows. */
+  discarded: number;
+  /** Resyncs sent to this subscriber. */
+  resyncs: number;
+  /** Backpressure warnings sent to this subscriber. */
+  warnings: number;
 }
 
 export interface Stats {
@@ -94,6 +124,8 @@ export interface Stats {
   running: number;
   bytes_in: number;
   bytes_out: number;
+  /** Frames written to clients. */
+  frames_out: number;
   rss: number;
   queues: QueueStats[];
 }

@@ -17,7 +17,7 @@ const staticDir = join(sdk, "..", "..", "src", "vibest_pty", "web", "static");
 // A new node import in the SDK fails this build ("No matching export"): add its names here.
 const NODE_STUBS = {
   "node:child_process": ["spawn"],
-  "node:fs": ["mkdirSync", "openSync", "closeSync", "statSync", "unlinkSync", "writeSync"],
+  "node:fs": ["mkdirSync", "openSync", "closeSync", "realpathSync", "statSync", "unlinkSync", "writeSync"],
   "node:net": ["createConnection"],
   "node:os": ["homedir"],
   "node:path": ["dirname", "join"],

@@ -1,0 +1,5 @@
+"""`python -m vibest_pty.cli`: the `vibest-pty` command."""
+
+from . import main
+
+raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""The plain commands: one request or a few, a line or a table out. Session names and ids go through
+`common.by_ref`; everything printed that came from a session goes through `format.escape`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..client import Client
+from .common import by_ref, eprint
+from .format import escape_text, format_stats, format_table, snapshot_text
+
+INPUT_CHUNK = 64 * 1024  # `send --stdin` splits its input into requests of this size
+
+
+async def cmd_ls(client: Client, args: argparse.Namespace) -> int:
+    sessions = await client.list()
+    if args.json:
+        # json.dumps escapes every control character (ensure_ascii), so this is as safe as the table.
+        print(json.dumps(sessions, indent=2, sort_keys=True))
+    elif sessions:
+        sys.stdout.write(format_table(sessions))
+    else:
+        eprint("no sessions")
+    return 0
+
+
+async def cmd_kill(client: Client, args: argparse.Namespace) -> int:
+    await by_ref(client, args.session, client.kill)
+    return 0
+
+
+async def cmd_signal(client: Client, args: argparse.Namespace) -> int:
+    async def op(sid: int) -> None:
+        await client.signal(sid, args.signal)
+
+    await by_ref(client, args.session, op)
+    return 0
+
+
+async def cmd_send(client: Client, args: argparse.Namespace) -> int:
+    from .args import unescape
+
+    data = sys.stdin.buffer.read() if args.stdin else unescape(args.text)
+
+    async def op(sid: int) -> None:
+        # The first chunk (possibly empty: it still checks that the session exists) names the session.
+        for i in range(0, max(len(data), 1), INPUT_CHUNK):
+            chunk = data[i : i + INPUT_CHUNK]
+            if chunk or not data:
+                await client.input(sid, chunk)
+
+    await by_ref(client, args.session, op)
+    return 0
+
+
+async def cmd_snapshot(client: Client, args: argparse.Namespace) -> int:
+    snap = await by_ref(client, args.session, client.get_snapshot)
+    if args.format == "ansi":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(bytes(snap.get("data") or b""))
+        sys.stdout.buffer.flush()
+    else:
+        sys.stdout.write(snapshot_text(snap, args.scrollback))
+    return 0
+
+
+async def cmd_stats(client: Client, args: argparse.Namespace) -> int:
+    st = dict(await client.stats())
+    st.pop("type", None)
+    st.pop("id", None)
+    if args.json:
+        print(json.dumps(st, indent=2, sort_keys=True))
+    else:
+        sys.stdout.write(format_stats(st))
+    return 0
+
+
+async def cmd_prune(client: Client, args: argparse.Namespace) -> int:
+    removed = await client.prune()
+    if args.json:
+        print(json.dumps(removed))
+    elif removed:
+        print(escape_text(f"removed {len(removed)} exited session{'s' if len(removed) != 1 else ''}: "
+                          + " ".join(str(i) for i in removed)))
+    else:
+        eprint("no exited sessions")
+    return 0

@@ -1,0 +1,43 @@
+"""The last `max_bytes` of a session's raw output, for `attach` with `since` and for rebuilding an emulator."""
+
+from __future__ import annotations
+
+from . import protocol
+from .protocol import ProtocolError
+
+
+class ReplayWindow:
+    __slots__ = ("_buf", "end", "max_bytes")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._buf = bytearray()
+        self.end = 0  # the stream offset just past the last byte appended
+
+    @property
+    def start(self) -> int:
+        return self.end - len(self._buf)
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def append(self, data: bytes) -> None:
+        self.end += len(data)
+        if not self.max_bytes:
+            return
+        self._buf += data
+        excess = len(self._buf) - self.max_bytes
+        if excess > 0:
+            del self._buf[:excess]
+
+    def since(self, offset: int) -> bytes | None:
+        """Output from `offset` to the end, or None when `offset` is older than the window."""
+        if offset > self.end:
+            raise ProtocolError(protocol.INVALID_ARGUMENT, f"since={offset} is past the session's offset {self.end}")
+        if offset < self.start:
+            return None
+        return bytes(self._buf[offset - self.start :])
+
+    def window(self) -> tuple[int, bytes]:
+        """(start offset, bytes) of what is kept."""
+        return self.start, bytes(self._buf)

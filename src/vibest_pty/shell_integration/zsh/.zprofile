@@ -1,0 +1,2 @@
+# vibest-pty: see .zshenv in this directory.
+__vpty_source_user .zprofile
