@@ -289,6 +289,8 @@ async def test_a_flood_keeps_the_page_responsive_and_the_screen_catches_up(
         await asyncio.sleep(0.05)
     await page.keyboard.press("Control+C")
     t0 = time.monotonic()
+    # The tty flushes type-ahead on SIGINT (as in any terminal): type once the prompt is back.
+    await wait_screen(page, r"\^C\s*\n" + re.escape(PROMPT.strip()) + r"\s*$", timeout=30)
     await type_line(page, "echo flood-$((6*7))")
     await wait_screen(page, r"^flood-42\s*$", timeout=30)
     recovered = time.monotonic() - t0
