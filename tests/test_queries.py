@@ -553,3 +553,37 @@ def test_attach_restores_margins_reverse_wrap_reports_and_colours_on_detach():
     assert b"1007" not in seq  # the user's alternate-scroll setting is left alone...
     m.feed(b"\x1b[?1007h")
     assert b"\x1b[?1007l" in m.restore_sequence()  # ...unless the session changed it
+
+
+def test_daemon_defaults_for_size_policy_and_colours_are_configurable():
+    from vibest_pty.config import Config, ConfigError
+
+    cfg = Config.load([], {"RUST_PTY_SIZE_POLICY": "smallest", "RUST_PTY_COLORS": "#ffffff:#eeeeee",
+                           "RUST_PTY_SOCKET_PATH": "/tmp/x.sock"})
+    assert cfg.size_policy == "smallest"
+    assert (cfg.colors.foreground, cfg.colors.background) == ((255, 255, 255), (0xEE, 0xEE, 0xEE))
+    for env in ({"RUST_PTY_SIZE_POLICY": "big"}, {"RUST_PTY_COLORS": "white"}):
+        with pytest.raises(ConfigError, match=next(iter(env))):
+            Config.load([], {**env, "RUST_PTY_SOCKET_PATH": "/tmp/x.sock"})
+
+
+async def test_daemon_default_colours_answer_and_a_create_overrides_part_of_them(daemon_factory, tmp_path):
+    d = daemon_factory(env={"RUST_PTY_COLORS": "#ffffff:#eeeeee", "RUST_PTY_SIZE_POLICY": "smallest"})
+    a, b = await d.client(), await d.client()
+    try:
+        sid = (await a.create(shell="/bin/sh", colors={"foreground": "#000000"}))["id"]
+        await a.attach(sid)
+        await b.attach(sid)
+        await a.resize(sid, 90, 20)
+        await b.resize(sid, 140, 40)
+        assert await session_size(a, sid) == (90, 20)  # the daemon's default policy: smallest
+        await a.resize(sid, 80, 24)
+        out = str(tmp_path / "probe.json")
+        await a.input(sid, f"exec {sys.executable} {PROBE} {out}\n".encode())
+        expected = dict(PROBE_EXPECTED, osc10=b"\x1b]10;rgb:0000/0000/0000\x1b\\",
+                        osc11=b"\x1b]11;rgb:eeee/eeee/eeee\x07", osc12=b"\x1b]12;rgb:0000/0000/0000\x1b\\",
+                        color_scheme=b"\x1b[?997;2n")
+        check_probe(await wait_file(out), expected)
+    finally:
+        await a.close()
+        await b.close()

@@ -98,8 +98,17 @@ def open_fds(pid: int) -> int:
 
 
 def children(pid: int) -> list[int]:
+    """The daemon's children but its watchdog (one per daemon, for its whole life: docs/upgrade.md)."""
     out = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid="], capture_output=True, text=True).stdout
-    return [int(x) for x in out.split()]
+    return [int(x) for x in out.split() if not _is_watchdog(int(x))]
+
+
+def _is_watchdog(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"vibest_pty.watchdog" in f.read()
+    except OSError:
+        return False
 
 
 def rss(pid: int) -> int:

@@ -274,8 +274,9 @@ def test_real_shell_reports_commands_exit_codes_and_ctrl_c(
 def test_real_shell_reports_a_multiline_command_once(shell: str, spawn: Callable[..., ShellPty]) -> None:
     s = spawn([shell])
     s.ready()
-    # bracketed paste (what `run` sends) keeps the newline inside one command line
-    assert s.tracker.bracketed_paste
+    # bracketed paste (what `run` sends) keeps the newline inside one command line; zsh turns it on just
+    # after the B mark
+    s.wait(lambda: s.tracker.bracketed_paste)
     end = s.run(b"\x1b[200~echo one\necho two; false\x1b[201~")
     assert end.exit_code == 1
     assert end.command is not None and "echo one\necho two" in end.command

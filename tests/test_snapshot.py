@@ -76,7 +76,7 @@ async def test_attach_is_atomic_under_flood(daemon_factory: Any) -> None:
 async def _live_screen_matches_reattach(daemon: Daemon, program: str, keys: list[str], ready: bytes) -> None:
     live_client = await daemon.client()
     s = await live_client.create(shell="bash", args=["--norc", "--noprofile", "-i"], cols=80, rows=24, attach=True,
-                                 env={"PS1": "$ "})
+                                 env={"PS1": "$ "}, shell_integration=False)  # a plain shell: exact bytes
     live = Emulator(80, 24, 1000)
     got = bytearray()
 
@@ -123,7 +123,7 @@ async def test_less_restored_exactly(daemon: Daemon) -> None:
 
 async def test_quitting_fullscreen_after_reattach_shows_the_shell(client: Client, daemon: Daemon) -> None:
     s = await client.create(shell="bash", args=["--norc", "--noprofile", "-i"], cols=40, rows=10, attach=True,
-                            env={"PS1": "$ "})
+                            env={"PS1": "$ "}, shell_integration=False)  # a plain shell: exact bytes
     await client.input(s["id"], "echo before-alt\r")
     await read_until(client, s["id"], b"before-alt\r\n")
     await client.input(s["id"], "printf '\\033[?1049h\\033[2J\\033[Hfullscreen'; read x; printf '\\033[?1049l'\r")

@@ -71,6 +71,17 @@ class SessionInfo(TypedDict):
     exit_signal: int | None
     clients: int
     process: str  # the terminal's foreground program (its process group leader's name)
+    shell_state: str  # "prompt" | "running" | "unknown" (shell integration, docs/protocol.md "Agents")
+    shell_integration: bool
+    last_command: LastCommand | None
+
+
+class LastCommand(TypedDict):
+    command: str | None
+    exit_code: int | None
+    started_at: float
+    finished_at: float | None
+    cwd: str | None
 
 
 class Snapshot(TypedDict):
@@ -99,6 +110,10 @@ class QueueStats(TypedDict, total=False):
 
 
 class Stats(TypedDict, total=False):
+    version: str
+    instance: str
+    upgrades: int
+    last_upgrade_pause_ms: float | None
     uptime: float
     connections: int
     sessions: int
@@ -115,6 +130,8 @@ class HelloInfo(TypedDict):
     version: str
     pid: int
     features: builtins.list[str]
+    instance: str  # random per daemon start, kept across an in-place upgrade
+    started_at: float
 
 
 class AttachResult(TypedDict):
@@ -587,7 +604,10 @@ class Client:
         self._decoder = FrameDecoder(self.max_frame)
         self.server_pid = pid
         self._task = self._loop.create_task(self._read_loop())
-        await self.hello()
+        before = self.hello_info.get("instance") if self.hello_info is not None else None
+        after = (await self.hello()).get("instance")
+        # Another daemon (restarted, not upgraded in place): its session ids name other programs' sessions.
+        restarted = before is not None and after != before
         results: builtins.list[dict[str, Any]] = []
         for sid, st in builtins.list(self.sessions.items()):
             if not st.attached:
@@ -595,6 +615,13 @@ class Client:
             since = st.next_offset
             result: dict[str, Any] = {"session": sid, "since": since, "mode": "failed"}
             results.append(result)
+            if restarted:
+                result["error"] = protocol.DAEMON_RESTARTED
+                self.sessions.pop(sid, None)
+                self._emit_now({"type": "error", "id": None, "code": protocol.DAEMON_RESTARTED, "session": sid,
+                                "message": f"the daemon restarted (instance {before} is now {after}); "
+                                           f"session {sid} is gone"})
+                continue
             try:
                 await self.request("attach", session=sid, snapshot=True, since=since,
                                    on_ok=functools.partial(self._reattached, sid, st, since, result=result))
@@ -713,6 +740,42 @@ class Client:
     async def prune(self) -> builtins.list[int]:
         """Remove the records of every exited session; returns their ids."""
         return cast(builtins.list[int], (await self.request("prune"))["removed"])
+
+    # -- agents (docs/protocol.md "Agents"): these replies come when the condition holds ------------------------
+
+    async def run_command(self, session: int, command: str, *, timeout_ms: int | None = None) -> dict[str, Any]:
+        """Type `command` at the shell's prompt and wait for its end: {exit_code, output, output_offsets,
+        duration_ms, truncated}. Errors: busy, timeout (reply has the output so far), no_shell_integration."""
+        fields: dict[str, Any] = {"session": session, "command": command}
+        if timeout_ms is not None:
+            fields["timeout_ms"] = timeout_ms
+        return {k: v for k, v in (await self.request("run", **fields)).items() if k not in ("type", "id")}
+
+    async def wait_for(self, session: int, condition: str, *, pattern: str | None = None,
+                       idle_ms: int | None = None, timeout_ms: int | None = None) -> dict[str, Any]:
+        """Wait until `condition` ("prompt", "exit", "idle", "text" with a regex `pattern`) holds."""
+        fields: dict[str, Any] = {"session": session, "for": condition}
+        for k, v in (("pattern", pattern), ("idle_ms", idle_ms), ("timeout_ms", timeout_ms)):
+            if v is not None:
+                fields[k] = v
+        return {k: v for k, v in (await self.request("wait", **fields)).items() if k not in ("type", "id")}
+
+    async def get_text(self, session: int, scope: str = "screen", *, since: int | None = None) -> dict[str, Any]:
+        """Plain text rendered by the daemon's emulator: {text, offset, truncated}; `scope` is "screen",
+        "scrollback" or "all"; with `since`, the text of the output after that offset instead."""
+        fields: dict[str, Any] = {"session": session}
+        if since is not None:
+            fields["since"] = since
+        else:
+            fields["scope"] = scope
+        return {k: v for k, v in (await self.request("text", **fields)).items() if k not in ("type", "id")}
+
+    async def watch(self) -> builtins.list[SessionInfo]:
+        """Get session_created / session_exited / session_removed and command end events of every session."""
+        return cast(builtins.list[SessionInfo], (await self.request("watch"))["sessions"])
+
+    async def unwatch(self) -> None:
+        await self.request("unwatch")
 
     # The first names of this client, kept for its users (tests, benchmarks).
     create = create_session

@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from . import __version__
+from .queries import DEFAULT_COLORS, Colors, parse_colors
+from .sizing import POLICIES
 
 
 class ConfigError(Exception):
@@ -59,6 +61,22 @@ def _level(text: str) -> str:
     return t
 
 
+def _size_policy(text: str) -> str:
+    t = text.strip().lower()
+    if t not in POLICIES:
+        raise ValueError(f"must be one of {', '.join(POLICIES)}")
+    return t
+
+
+def _colors(text: str) -> Colors:
+    """FOREGROUND:BACKGROUND[:CURSOR], each #rrggbb (what sessions answer colour queries with)."""
+    parts = text.strip().split(":")
+    if not 2 <= len(parts) <= 3:
+        raise ValueError("must be FOREGROUND:BACKGROUND[:CURSOR], e.g. #d0d0d0:#000000")
+    keys = ("foreground", "background", "cursor")
+    return parse_colors(dict(zip(keys, parts, strict=False)))
+
+
 @dataclass(frozen=True)
 class Config:
     socket_path: str = ""
@@ -75,6 +93,8 @@ class Config:
     max_exited: int = 100
     kill_grace_ms: int = 2000
     log_level: str = "info"
+    size_policy: str = "latest"
+    colors: Colors = DEFAULT_COLORS
 
     @classmethod
     def load(cls, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -144,7 +164,10 @@ _SPECS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "max_exited": ("RUST_PTY_MAX_EXITED", _non_negative_int, "--max-exited"),
     "kill_grace_ms": ("RUST_PTY_KILL_GRACE_MS", _non_negative_int, "--kill-grace-ms"),
     "log_level": ("RUST_PTY_LOG_LEVEL", _level, "--log-level"),
+    "size_policy": ("RUST_PTY_SIZE_POLICY", _size_policy, "--size-policy"),
+    "colors": ("RUST_PTY_COLORS", _colors, "--colors"),
 }
+_METAVARS = {"log_level": "LEVEL", "size_policy": "POLICY", "colors": "FG:BG[:CURSOR]"}
 
 
 
@@ -164,5 +187,5 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"vibest-pty-daemon {__version__}")
     p.add_argument("--socket", dest="socket_path", metavar="PATH", help="Unix socket path")
     for name, (var, _, flag) in _SPECS.items():
-        p.add_argument(flag, dest=name, metavar="N" if name != "log_level" else "LEVEL", help=f"(env {var})")
+        p.add_argument(flag, dest=name, metavar=_METAVARS.get(name, "N"), help=f"(env {var})")
     return p

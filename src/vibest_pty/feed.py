@@ -136,7 +136,8 @@ class Feed:
 
     # -- producer side (the session, on the loop) ------------------------------------------------------------------
 
-    def output(self, data: bytes) -> None:
+    def output(self, data: bytes, eager: bool = False) -> None:
+        """`eager`: hand it over at the next loop turn, not after LAZY_WAKE_S (it holds a query to answer)."""
         if self.closed or not data:
             return
         self._backlog.append(data)
@@ -144,7 +145,7 @@ class Feed:
         if self.offset - self.parsed > BACKLOG_HIGH and not self.paused:
             self.paused = True
             self._pause_fn(True)
-        self._wake_up(eager=self.offset - self.sent >= EAGER_BYTES)
+        self._wake_up(eager=eager or self.offset - self.sent >= EAGER_BYTES)
 
     def resize(self, cols: int, rows: int) -> None:
         if self.closed:

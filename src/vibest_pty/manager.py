@@ -10,10 +10,14 @@ from collections import OrderedDict
 from typing import Any
 
 from . import protocol
+from .agent import Hub, SessionAgent, new_nonce
 from .config import Config
 from .protocol import CreateOptions, ProtocolError
 from .pty import spawn
+from .queries import parse_colors
 from .session import Counters, Session, SessionLimits, SessionSpec
+from .shell_integration import inject
+from .watchdog import Watchdog
 from .worker import EmulatorWorker
 
 log = logging.getLogger("vibest_pty.manager")
@@ -32,12 +36,14 @@ class Manager:
         self._exited: OrderedDict[int, None] = OrderedDict()  # exit order, oldest first
         self._next_id = 1
         self.counters = Counters()
+        self.watchdog: Watchdog | None = None  # told each session, so none outlives a daemon that is killed
         self.started_at = time.monotonic()
         self._all_exited = asyncio.Event()
         self._all_exited.set()
         # Sessions created with kill_after_detach_s, and the pending kill of those nobody is attached to.
         self._kill_after: dict[int, float] = {}
         self._kill_timers: dict[int, asyncio.TimerHandle] = {}
+        self.hub = Hub()  # connections watching every session (agent.py)
 
     @property
     def running_count(self) -> int:
@@ -73,19 +79,30 @@ class Manager:
         if not any(env.get(v) for v in ("LC_ALL", "LC_CTYPE", "LANG")):
             env["LANG"] = "C.UTF-8"
         env.update(opts.env)
+        nonce = new_nonce()
+        spawn_argv, env, injected, shell_name = argv, env, False, None
+        if opts.shell_integration:
+            sp = inject(argv, env, nonce)
+            spawn_argv, env, injected, shell_name = sp.argv, sp.env, sp.injected, sp.shell
         try:
-            child = spawn(argv, env, cwd, opts.cols, opts.rows)
+            child = spawn(spawn_argv, env, cwd, opts.cols, opts.rows)
         except OSError as exc:
             raise ProtocolError(protocol.SPAWN_FAILED, f"cannot start {shell!r}: {exc.strerror or exc}") from None
         sid = self._next_id
         self._next_id += 1
         session = Session(
             sid, child, SessionSpec(argv, cwd, opts.cols, opts.rows, opts.name, dict(opts.tags), queries=opts.queries,
-                                    colors=opts.colors, size_policy=opts.size_policy),
+                                    colors=parse_colors(opts.colors, cfg.colors) if opts.colors is not None
+                                    else cfg.colors,
+                                    size_policy=opts.size_policy or cfg.size_policy),
             self.limits, self.worker, on_exit=self._on_exit, counters=self.counters,
         )
+        session.agent = SessionAgent(session, nonce, injected, self.hub, shell_name)
         self.sessions[sid] = session
+        if self.watchdog is not None:
+            self.watchdog.track(child.pid)
         self._all_exited.clear()
+        self.hub.created(session)
         if opts.kill_after_detach_s is not None:
             self._kill_after[sid] = opts.kill_after_detach_s
             if not opts.attach:
@@ -119,6 +136,7 @@ class Manager:
 
     def _on_exit(self, session: Session) -> None:
         self._cancel_kill(session.id)
+        self.hub.exited(session)
         self._exited[session.id] = None
         while len(self._exited) > self.config.max_exited:
             old, _ = self._exited.popitem(last=False)
@@ -144,6 +162,9 @@ class Manager:
         s = self.sessions.pop(sid, None)
         if s is not None:
             s.close()
+            self.hub.removed(sid)
+            if self.watchdog is not None:
+                self.watchdog.forget(s.pid)
 
     def kill(self, sid: int) -> None:
         s = self.get(sid)

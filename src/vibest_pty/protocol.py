@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import msgpack
 
-from .queries import Colors, parse_colors
+from .queries import parse_colors
 from .sizing import POLICIES
 
 PROTOCOL_VERSION: Final = 1
@@ -39,12 +39,14 @@ SPAWN_FAILED: Final = "spawn_failed"
 UNSUPPORTED_PROTOCOL: Final = "unsupported_protocol"
 UNAUTHORIZED: Final = "unauthorized"
 INTERNAL: Final = "internal"
+DAEMON_RESTARTED: Final = "daemon_restarted"  # client-side: a reconnect found another daemon instance
 READ_ONLY: Final = "read_only"
 
 ERROR_CODES: Final = frozenset(
     {
         BAD_FRAME, BAD_MESSAGE, UNKNOWN_TYPE, INVALID_ARGUMENT, SESSION_NOT_FOUND, SESSION_EXITED,
         INPUT_QUEUE_FULL, LIMIT_REACHED, SPAWN_FAILED, UNSUPPORTED_PROTOCOL, UNAUTHORIZED, INTERNAL,
+        DAEMON_RESTARTED,
         READ_ONLY,
     }
 )
@@ -176,7 +178,7 @@ def decode_all(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> list[dict[str
 
 REQUEST_TYPES: Final = frozenset(
     {"hello", "create", "attach", "detach", "input", "resize", "kill", "signal", "ack", "list", "snapshot", "stats",
-     "prune"}
+     "prune", "run", "wait", "text", "watch", "unwatch"}
 )
 
 
@@ -308,9 +310,10 @@ class CreateOptions:
     attach: bool = False
     kill_after_detach_s: float | None = None
     queries: str = "daemon"  # who answers terminal queries: the session's emulator, or the clients (queries.py)
-    colors: Colors | None = None
-    size_policy: str = "latest"
+    colors: dict[str, Any] | None = None  # validated; parsed over the daemon's default colours by the manager
+    size_policy: str | None = None  # None: the daemon's default (RUST_PTY_SIZE_POLICY)
     env_mode: str = "merge"  # "replace": env is the whole environment (what node-pty's spawn passes)
+    shell_integration: bool = True  # bash/zsh/fish get OSC 133 marks injected (shell_integration/, agent.py)
 
 
 MAX_KILL_AFTER_DETACH_S: Final = 365 * 86400
@@ -325,14 +328,16 @@ def _kill_after_detach(o: dict[str, Any]) -> float | None:
     return float(v)
 
 
-def get_colors(msg: dict[str, Any], field: str = "colors") -> Colors | None:
+def get_colors(msg: dict[str, Any], field: str = "colors") -> dict[str, Any] | None:
+    """The `colors` map, checked (queries.parse_colors); None when absent."""
     v = msg.get(field)
     if v is None:
         return None
     try:
-        return parse_colors(v)
+        parse_colors(v)
     except ValueError as exc:
         raise ProtocolError(INVALID_ARGUMENT, str(exc)[:200]) from None
+    return v  # type: ignore[no-any-return]
 
 
 def parse_create_options(msg: dict[str, Any]) -> CreateOptions:
@@ -358,17 +363,18 @@ def parse_create_options(msg: dict[str, Any]) -> CreateOptions:
         name=get_str(o, "name", "") or "",
         tags=tuple(get_str_map(o, "tags").items()),
         attach=get_bool(o, "attach", False),
-        queries=_one_of(o, "queries", ("daemon", "client"), "daemon"),
+        queries=_one_of(o, "queries", ("daemon", "client"), "daemon") or "daemon",
         colors=get_colors(o),
-        size_policy=_one_of(o, "size_policy", POLICIES, "latest"),
+        size_policy=_one_of(o, "size_policy", POLICIES, None),
         kill_after_detach_s=_kill_after_detach(o),
-        env_mode=_one_of(o, "env_mode", ("merge", "replace"), "merge"),
+        env_mode=_one_of(o, "env_mode", ("merge", "replace"), "merge") or "merge",
+        shell_integration=get_bool(o, "shell_integration", True),
     )
 
 
-def _one_of(o: dict[str, Any], field: str, allowed: tuple[str, ...], default: str) -> str:
+def _one_of(o: dict[str, Any], field: str, allowed: tuple[str, ...], default: str | None) -> str | None:
     v = get_str(o, field, default)
-    if v not in allowed:
+    if v is not default and v not in allowed:
         raise _bad(field, "one of " + ", ".join(allowed))
     return v
 

@@ -12,6 +12,7 @@ import fcntl
 import itertools
 import logging
 import os
+import secrets
 import signal
 import socket
 import stat
@@ -21,23 +22,24 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from . import __version__, protocol
+from . import __version__, agent, protocol
 from .config import Config, ConfigError
 from .flow import FlowLimits, Outbox, OutboxLimits, Slot, State, Subscriber
 from .manager import Manager
 from .protocol import FrameDecoder, FrameError, Malformed, ProtocolError
 from .session import Session
+from .watchdog import Watchdog
 from .worker import EmulatorWorker
 
 log = logging.getLogger("vibest_pty.server")
 
-FEATURES = ["snapshot", "replay", "resync", "signal-names", "tags", "prune"]
+FEATURES = ["snapshot", "replay", "resync", "signal-names", "tags", "prune", "shell-integration"]
 WRITE_HIGH = 64 * 1024  # the transport's own buffer stays this small; the rest waits in our fair queues
 WRITE_LOW = 16 * 1024
 CLOSE_TIMEOUT_S = 5.0
 _PEERCRED = struct.Struct("3i")
 
-Reply = dict[str, Any] | Slot
+Reply = dict[str, Any] | Slot | None  # None: the handler replies later itself (agent.py: run, wait)
 
 
 class StartupError(Exception):
@@ -86,6 +88,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.pop(self.id, None)
+        self.manager.hub.watchers.pop(self.id, None)
+        agent.cancel_tasks(self)
         self._unsubscribe_all()
         self.outbox.lost()
         log.debug("connection %d closed", self.id)
@@ -154,7 +158,7 @@ class Connection(asyncio.Protocol):
             log.exception("internal error handling %r", rtype)
             self.send_control(protocol.error(rid, protocol.INTERNAL, f"internal error: {exc}", rtype, session_field))
             return
-        if rid is not None and not isinstance(result, Slot):
+        if rid is not None and result is not None and not isinstance(result, Slot):
             self.send_control(protocol.ok(rid, **result))
 
     def _hello(self, msg: dict[str, Any]) -> Reply:
@@ -163,7 +167,7 @@ class Connection(asyncio.Protocol):
             raise ProtocolError(protocol.UNSUPPORTED_PROTOCOL, f"protocol {version!r} is not supported (1 is)")
         protocol.get_str(msg, "client", "")  # validated, otherwise unused (logs name the connection id)
         return {"protocol": protocol.PROTOCOL_VERSION, "version": __version__, "pid": os.getpid(),
-                "features": FEATURES}
+                "features": FEATURES, "instance": self.server.instance, "started_at": self.server.started_at}
 
     def _create(self, msg: dict[str, Any]) -> Reply:
         opts = protocol.parse_create_options(msg)
@@ -411,6 +415,11 @@ _HANDLERS: dict[str, Callable[[Connection, dict[str, Any]], Reply]] = {
     "snapshot": Connection._snapshot,
     "stats": Connection._stats,
     "prune": Connection._prune,
+    "run": agent.handle_run,
+    "wait": agent.handle_wait,
+    "text": agent.handle_text,
+    "watch": agent.handle_watch,
+    "unwatch": agent.handle_unwatch,
 }
 assert set(_HANDLERS) == protocol.REQUEST_TYPES
 
@@ -443,6 +452,12 @@ class Server:
         self._no_connections = asyncio.Event()
         self.frames_out = 0
         self.started = time.monotonic()
+        # Identity (kept across an in-place upgrade): a client that reconnects to another instance must not
+        # re-attach by id (ids restart at 1 in a new daemon).
+        self.instance = secrets.token_hex(8)
+        self.started_at = time.time()
+        self.upgrades = 0  # in-place upgrades (docs/upgrade.md): none yet in this build
+        self.last_upgrade_pause_ms: float | None = None
         self.loop = asyncio.get_running_loop()
 
     # -- startup ------------------------------------------------------------------------------------------------
@@ -452,6 +467,7 @@ class Server:
         directory = os.path.dirname(os.path.abspath(path))
         prepare_socket_dir(directory)
         self._lock_fd = take_lock(path + ".lock")
+        self.manager.watchdog = Watchdog.start()
         if os.path.lexists(path):
             if _is_live(path):
                 os.close(self._lock_fd)
@@ -517,6 +533,10 @@ class Server:
             for sub in conn.subs.values():
                 queues.append({"connection": conn.id, **sub.stats()})
         return {
+            "version": __version__,
+            "instance": self.instance,
+            "upgrades": self.upgrades,
+            "last_upgrade_pause_ms": self.last_upgrade_pause_ms,
             "uptime": time.monotonic() - self.started,
             "connections": len(self.connections),
             "sessions": len(self.manager.sessions),

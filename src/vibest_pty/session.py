@@ -19,7 +19,7 @@ import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import protocol
 from .emulator_host import colors_to_wire
@@ -28,9 +28,12 @@ from .flow import FlowLimits, Sink, Subscriber
 from .input_queue import InputQueue
 from .protocol import ProtocolError
 from .pty import Child, foreground_pgrp, set_winsize
-from .queries import DEFAULT_COLORS, Colors, QueryFilter, Segment, for_emulator, parse_colors
+from .queries import DEFAULT_COLORS, Colors, Query, QueryFilter, Segment, for_emulator, parse_colors
 from .replay import ReplayWindow
 from .sizing import SizePolicy
+
+if TYPE_CHECKING:
+    from .agent import SessionAgent
 
 log = logging.getLogger("vibest_pty.session")
 
@@ -121,6 +124,7 @@ class Session:
             respond=self._queries is not None, colors=colors_to_wire(spec.colors),
         )
         self.subscribers: dict[int, Subscriber] = {}  # by connection id
+        self.agent: SessionAgent | None = None  # shell tracking, set by the manager (agent.py)
         self.input = InputQueue(self._fd, limits.input_queue_bytes, want_writable=self._want_writable,
                                 on_written=self._count_in, label=f"session {sid}")
         self._on_exit = on_exit
@@ -238,7 +242,7 @@ class Session:
         """Queries go to the emulator only (it answers them); the rest to both, in order."""
         emu = for_emulator(segs)  # queries.Marked when the responder must scan it
         if emu:
-            self.feed.output(emu)
+            self.feed.output(emu, eager=any(isinstance(s, Query) for s in segs))  # a query is answered at once
         client = b"".join(s for s in segs if isinstance(s, bytes))
         if client:
             self._to_clients(client)
@@ -250,6 +254,10 @@ class Session:
         self._counters.bytes_out += len(data)
         for sub in tuple(self.subscribers.values()):  # a push may close its connection (auto-disconnect)
             sub.push(frame)
+        if self.agent is not None:
+            for event in self.agent.feed(data):  # `command` events, in stream order after their output
+                for sub in tuple(self.subscribers.values()):
+                    sub.push(event)
 
     def _stop_reading(self) -> None:
         if self._reading and self._fd >= 0:
@@ -346,6 +354,8 @@ class Session:
             sub.push_exit(frame)
         log.info("session %d exited (code=%s signal=%s)", self.id, self.exit_code, self.exit_signal)
         self._on_exit(self)
+        if self.agent is not None:
+            self.agent.exited()
 
     # -- requests ----------------------------------------------------------------------------------------------
 
@@ -462,6 +472,7 @@ class Session:
             "created_at": self.created_at, "last_attached_at": self.last_attached_at, "running": self.running,
             "exit_code": self.exit_code, "exit_signal": self.exit_signal, "clients": len(self.subscribers),
             "process": self.process(),
+            **(self.agent.info() if self.agent is not None else {}),
         }
 
     def process(self) -> str:

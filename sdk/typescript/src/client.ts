@@ -309,6 +309,8 @@ export class PtyDaemonClient extends TypedEmitter {
               version: msg.version as string,
               pid: msg.pid as number,
               features: (msg.features as string[]) ?? [],
+              instance: msg.instance as string,
+              started_at: msg.started_at as number,
             });
           },
           fail,
@@ -402,8 +404,23 @@ export class PtyDaemonClient extends TypedEmitter {
    */
   private reattachAll(hello: HelloInfo, attempts: number, started: number): Promise<boolean> {
     const sock = this.socket;
-    const ids = this.attachedSessions;
     const results: ReattachResult[] = [];
+    // Another daemon instance (restarted, not upgraded in place) reuses session ids for other programs: never
+    // re-attach by id, report each session failed.
+    const before = this.hello?.instance;
+    if (before !== undefined && hello.instance !== before) {
+      for (const id of this.attachedSessions) {
+        const error = new PtyDaemonError(
+          "daemon_restarted",
+          `the daemon restarted (instance ${before} is now ${String(hello.instance)}); session ${id} is gone`,
+          { session: id },
+        );
+        results.push({ session: id, since: this.sessions.get(id)!.nextOffset, mode: "failed", error });
+        this.sessions.delete(id);
+        this.emit("error", error);
+      }
+    }
+    const ids = this.attachedSessions;
     let remaining = ids.length;
     return new Promise<boolean>((resolve) => {
       const done = () => {

@@ -16,9 +16,16 @@ export type ProtocolErrorCode =
 /**
  * SDK codes: `connection_lost` (the request was sent but the connection dropped before its reply: it may or may not
  * have been applied), `closed` (the client is closed), `timeout` (waitForConnection gave up), `not_connected`,
- * `untrusted_server` (the socket or its directory may belong to another user: see trust.ts).
+ * `untrusted_server` (the socket or its directory may belong to another user: see trust.ts),
+ * `daemon_restarted` (a reconnect reached another daemon instance: the session is gone, not re-attached by id).
  */
-export type ClientErrorCode = "connection_lost" | "closed" | "timeout" | "not_connected" | "untrusted_server";
+export type ClientErrorCode =
+  | "connection_lost"
+  | "closed"
+  | "timeout"
+  | "not_connected"
+  | "untrusted_server"
+  | "daemon_restarted";
 
 export type ErrorCode = ProtocolErrorCode | ClientErrorCode | (string & {});
 

@@ -4,7 +4,7 @@
  *
  * Defaults as node-pty's: cwd = process.cwd(), env = process.env sent whole (create option env_mode "replace", so the
  * session sees exactly the app's environment, not the daemon's), TERM = options.name, else env.TERM, else "xterm";
- * PWD = cwd; with env === process.env, TMUX, TMUX_PANE, STY, WINDOW, WINDOWID, TERMCAP, COLUMNS and LINES are left
+ * with env === process.env, TMUX, TMUX_PANE, STY, WINDOW, WINDOWID, TERMCAP, COLUMNS and LINES are left
  * out, as node-pty does. Data is UTF-8 text (encoding "utf8") or Buffers (encoding null).
  *
  * Differences a daemon implies (documented in the README):
@@ -26,7 +26,7 @@
  */
 import { createClient, type ClientOptions, type PtyDaemonClient } from "./client.js";
 import { PtyDaemonError } from "./errors.js";
-import type { ExitEvent, OutputEvent, ResyncEvent } from "./events.js";
+import type { ExitEvent, OutputEvent, ReconnectEvent, ResyncEvent } from "./events.js";
 import type { IDisposable } from "./session.js";
 
 export type { IDisposable } from "./session.js";
@@ -162,6 +162,8 @@ export class DaemonPty implements IPty {
   private pending: Array<(id: number) => void> = [];
   private exited = false;
   private paused = false;
+  /** While a resume's attach is in flight: live events held, so they follow the replay (or redraw) it brings. */
+  private resuming: Array<() => void> | null = null;
   private nextOffset = 0;
   private processName: string;
   private processAsked = 0;
@@ -171,7 +173,8 @@ export class DaemonPty implements IPty {
     if (opts.uid !== undefined || opts.gid !== undefined) {
       throw new Error("uid/gid are not supported: daemon sessions run as the daemon's user");
     }
-    const argv = typeof args === "string" ? (args === "" ? [] : args.split(" ")) : args;
+    if (typeof args === "string") throw new Error("args as a string is not supported on unix."); // node-pty's words
+    const argv = args ?? [];
     this.cols = opts.cols ?? 80;
     this.rows = opts.rows ?? 24;
     this.handleFlowControl = opts.handleFlowControl ?? false;
@@ -180,14 +183,13 @@ export class DaemonPty implements IPty {
     const encoding = opts.encoding === undefined ? "utf8" : opts.encoding;
     if (encoding !== null && !/^utf-?8$/i.test(encoding)) throw new Error(`encoding ${encoding} is not supported (utf8 or null)`);
     this.binary = encoding === null;
-    this.processName = file.split("/").pop() ?? file;
+    this.processName = file; // node-pty's fallback while the foreground program is unknown
 
     const cwd = opts.cwd ?? process.cwd();
     const source = opts.env ?? process.env;
     const env: Record<string, string> = {};
     for (const [k, v] of Object.entries(source)) if (v !== undefined) env[k] = v;
     if (source === process.env) for (const k of SANITIZED) delete env[k];
-    env.PWD = cwd;
     env.TERM = opts.name || env.TERM || "xterm";
 
     this.shared = opts.client === undefined;
@@ -297,14 +299,20 @@ export class DaemonPty implements IPty {
     if (!this.paused || this.exited) return;
     this.paused = false;
     this.whenCreated((id) => {
+      this.resuming = [];
+      const flush = () => {
+        const held = this.resuming ?? [];
+        this.resuming = null;
+        for (const fn of held) fn();
+      };
       this.client.attachSession(id, { since: this.nextOffset }).then(
         (r) => {
-          if (r.snapshot) this.emitData(RIS, r.snapshot.data.length ? r.snapshot.data : null);
-          // replayed bytes arrive as output events (the client trims nothing: since was our next offset)
-          if (r.replay && r.replay.length > 0) this.emitBytes(r.replay);
+          if (r.snapshot) this.emitData(RIS, r.snapshot.data);
+          else if (r.replay && r.replay.length > 0) this.emitBytes(r.replay);
           this.nextOffset = r.offset;
+          flush();
         },
-        () => {},
+        flush,
       );
     });
   }
@@ -331,18 +339,19 @@ export class DaemonPty implements IPty {
       return s === this.sessionId;
     };
     const onOutput = (ev: OutputEvent) => {
-      const data = this.binary ? null : ev.data;
       const bytes = Uint8Array.from(ev.bytes); // a view into the read buffer: copied if held
       const deliver = () => {
         if (this.paused || this.exited) return;
+        if (this.resuming) return void this.resuming.push(deliver);
         this.nextOffset = ev.offset + bytes.length;
-        this.dataEmitter.fire(this.binary ? Buffer.from(bytes) : data!);
+        this.emitBytes(bytes);
       };
       if (mine(ev.session, deliver)) deliver();
     };
     const onResync = (ev: ResyncEvent) => {
       const deliver = () => {
         if (this.paused || this.exited) return;
+        if (this.resuming) return void this.resuming.push(deliver);
         this.nextOffset = ev.snapshot.offset;
         this.emitData(RIS, ev.snapshot.data);
       };
@@ -351,6 +360,7 @@ export class DaemonPty implements IPty {
     const onExit = (ev: ExitEvent) => {
       const deliver = () => {
         if (this.exited) return;
+        if (this.resuming) return void this.resuming.push(deliver);
         // Remove the exited record (node-pty keeps nothing after exit); the shared client closes after it.
         const removal = c.kill(ev.session).catch(() => {});
         // node-pty on Unix: exitCode 0 and the signal number when killed by a signal.
@@ -359,10 +369,15 @@ export class DaemonPty implements IPty {
       if (mine(ev.session, deliver)) deliver();
     };
     const onClose = () => this.finish({ exitCode: 0, signal: 1 }); // the daemon is gone for good: a hangup
+    // After a reconnect our session could not be re-attached (e.g. a restarted daemon): it is gone, a hangup too.
+    const onReconnect = (ev: ReconnectEvent) => {
+      if (ev.sessions.some((r) => r.session === this.sessionId && r.mode === "failed")) this.finish({ exitCode: 0, signal: 1 });
+    };
     c.on("output", onOutput);
     c.on("resync", onResync);
     c.on("exit", onExit);
     c.on("close", onClose);
+    c.on("reconnect", onReconnect);
     this.flushEarly = () => {
       const held = early ?? [];
       early = null;
@@ -374,20 +389,24 @@ export class DaemonPty implements IPty {
       c.off("resync", onResync);
       c.off("exit", onExit);
       c.off("close", onClose);
+      c.off("reconnect", onReconnect);
     });
   }
 
   private flushEarly: () => void = () => {};
 
+  /** A redraw: RIS, then the snapshot (written into the reset terminal it rebuilds the screen). */
   private emitData(prefix: string, snapshot: Uint8Array | null): void {
+    this.decoder = new TextDecoder(); // output continues at the snapshot's offset, on a character boundary
     const text = prefix + (snapshot ? new TextDecoder().decode(snapshot) : "");
     this.dataEmitter.fire(this.binary ? Buffer.from(text, "utf8") : text);
   }
 
-  private replayDecoder = new TextDecoder();
+  /** One streaming decoder for live output and replays alike, so a character split between them stays whole. */
+  private decoder = new TextDecoder();
   private emitBytes(bytes: Uint8Array): void {
     if (this.binary) this.dataEmitter.fire(Buffer.from(bytes));
-    else this.dataEmitter.fire(this.replayDecoder.decode(bytes, { stream: true }));
+    else this.dataEmitter.fire(this.decoder.decode(bytes, { stream: true }));
   }
 
   private finish(e: { exitCode: number; signal?: number }, before: Promise<void> = Promise.resolve()): void {

@@ -20,6 +20,21 @@ export interface SessionInfo {
   clients: number;
   /** The terminal's foreground program (its process group leader's name, at most 15 bytes); "" once exited. */
   process: string;
+  /** From shell integration (OSC 133): "prompt", "running", or "unknown" (no mark seen). */
+  shell_state: "prompt" | "running" | "unknown";
+  /** Whether the daemon injected shell integration (bash, zsh, fish). */
+  shell_integration: boolean;
+  /** The running or last finished command, when marks were seen. */
+  last_command: LastCommand | null;
+}
+
+export interface LastCommand {
+  command: string | null;
+  exit_code: number | null;
+  /** Unix seconds. */
+  started_at: number;
+  finished_at: number | null;
+  cwd: string | null;
 }
 
 export interface Snapshot {
@@ -44,6 +59,10 @@ export interface HelloInfo {
   version: string;
   pid: number;
   features: string[];
+  /** Random per daemon start, kept across an in-place upgrade: another value after a reconnect = another daemon. */
+  instance: string;
+  /** The daemon's start (seconds since the epoch). */
+  started_at: number;
 }
 
 export interface CreateSessionOptions {
@@ -117,6 +136,12 @@ export interface QueueStats {
 }
 
 export interface Stats {
+  version: string;
+  /** The daemon's identity (HelloInfo.instance). */
+  instance: string;
+  /** In-place upgrades since the daemon started (docs/upgrade.md). */
+  upgrades: number;
+  last_upgrade_pause_ms: number | null;
   /** Seconds. */
   uptime: number;
   connections: number;

@@ -121,3 +121,49 @@ test("session handles: createSession's result and client.session(id) have their 
   await s.kill(); // removes the exited record
   await assert.rejects(s.info(), /session_not_found/);
 });
+
+test("a node-pty program that cannot be started exits with code 1 and `ready` rejects with spawn_failed", async () => {
+  const { spawn } = await import("@vibest/pty-daemon/node-pty");
+  const p = spawn("/nonexistent/program", [], { client });
+  const exit = new Promise<{ exitCode: number }>((resolve) => p.onExit(resolve));
+  await assert.rejects(p.ready, /spawn_failed/);
+  assert.deepEqual(await exit, { exitCode: 1 });
+  assert.equal(p.pid, 0);
+});
+
+test("resume() after more output than the replay window redraws the screen (RIS + snapshot), then continues live", async () => {
+  const small = await Daemon.start({ RUST_PTY_REPLAY_BYTES: "1024" });
+  const c = createClient({ socketPath: small.socket, reconnect: false });
+  try {
+    const { spawn } = await import("@vibest/pty-daemon/node-pty");
+    const p = spawn("/bin/sh", [], { client: c });
+    let out = "";
+    p.onData((d) => (out += d));
+    await p.ready;
+    const waitFor = async (pred: () => boolean, what: string) => {
+      const deadline = Date.now() + 20_000;
+      while (!pred()) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(out.slice(-300))}`);
+        await sleep(20);
+      }
+    };
+    p.write("echo ready-$((1+1))\n");
+    await waitFor(() => out.includes("ready-2"), "the prompt");
+    p.pause();
+    const mark = out.length;
+    p.write("seq 1 3000; echo done-$((2+2))\n"); // ~14 KB: far more than the 1 KiB replay window
+    await sleep(1500);
+    assert.equal(out.length, mark, "no data while paused");
+    p.resume();
+    await waitFor(() => out.slice(mark).includes("done-4"), "the redrawn screen");
+    assert.ok(out.slice(mark).startsWith("\x1bc"), "a redraw starts with RIS");
+    p.write("echo live-$((3+3))\n");
+    await waitFor(() => out.slice(mark).includes("live-6"), "live output after the redraw");
+    const exited = new Promise((resolve) => p.onExit(resolve));
+    p.kill();
+    await exited;
+  } finally {
+    await c.close();
+    await small.cleanup();
+  }
+});

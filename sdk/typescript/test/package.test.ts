@@ -127,6 +127,13 @@ test("every source map in the tarball resolves to a file in the tarball", () => 
   }
 });
 
+test("the node-pty entry loads from ES modules and from require()", () => {
+  writeFileSync(join(consumer, "np.mjs"), `import { spawn } from "@vibest/pty-daemon/node-pty"; console.log(typeof spawn);`);
+  writeFileSync(join(consumer, "np.cjs"), `console.log(typeof require("@vibest/pty-daemon/node-pty").spawn);`);
+  assert.equal(runConsumer("np.mjs").trim(), "function");
+  assert.equal(runConsumer("np.cjs").trim(), "function");
+});
+
 test("an ES module consumer imports the package and talks to the daemon", () => {
   writeFileSync(join(consumer, "esm.mjs"), program(`import { createClient } from "@vibest/pty-daemon";`, "from-esm"));
   assert.match(runConsumer("esm.mjs"), /ok from-esm-42/);
@@ -163,13 +170,17 @@ test("TypeScript consumers type-check and run as CommonJS (module node16) and as
       .replace("let text = \"\";", "let text: string = \"\";\n  const info0: SessionInfo | null = null; void info0;")
       .replace("(ev) =>", "(ev: OutputEvent) =>")
       .replace("(err) =>", "(err: unknown) =>");
+  const nodePty = `import { spawn, type IPty } from "@vibest/pty-daemon/node-pty";
+const spawnTyped: (file: string, args: string[], options: { cols?: number }) => IPty = spawn;
+void spawnTyped;
+`;
   writeFileSync(
     join(ts, "src", "cjs.ts"),
-    typed(`import { createClient, type OutputEvent, type SessionInfo } from "@vibest/pty-daemon";`, "from-ts-cjs"),
+    nodePty + typed(`import { createClient, type OutputEvent, type SessionInfo } from "@vibest/pty-daemon";`, "from-ts-cjs"),
   );
   writeFileSync(
     join(ts, "src", "esm.mts"),
-    typed(`import { createClient, type OutputEvent, type SessionInfo } from "@vibest/pty-daemon";`, "from-ts-esm"),
+    nodePty + typed(`import { createClient, type OutputEvent, type SessionInfo } from "@vibest/pty-daemon";`, "from-ts-esm"),
   );
   run(process.execPath, [TSC, "-p", join(ts, "tsconfig.json")], ts);
   const cjs = readFileSync(join(ts, "out", "cjs.js"), "utf8");

@@ -132,24 +132,41 @@ describe("reconnect", () => {
     }
   });
 
-  test("re-attach failure after a daemon restart surfaces as error events and mode failed", async () => {
+  test("after a daemon restart no session is re-attached by id: each is reported daemon_restarted", async () => {
     const d = await Daemon.start();
-    const c = createClient({ socketPath: d.socket, reconnect: { initialDelayMs: 50 } });
+    // The first retry comes late, so the new daemon has usually given id 1 to a stranger by then.
+    const c = createClient({ socketPath: d.socket, reconnect: { initialDelayMs: 1500 } });
+    let stranger: ReturnType<typeof createClient> | undefined;
     try {
-      await c.waitForConnection();
+      const first = await c.waitForConnection();
       const info = await c.createSession({ shell: "/bin/sh", args: ["-c", "exec sleep 100"], attach: true });
-      // SIGKILL: no shutdown, no exit events; a new daemon on the same socket does not know the session
+      const outputs: number[] = [];
+      c.on("output", (ev) => outputs.push(ev.session));
+      const errors: string[] = [];
+      c.on("error", (e) => errors.push(e.code));
+      // SIGKILL: no shutdown, no exit events; the new daemon numbers its sessions from 1 again
       const p = d.proc!;
       const gone = new Promise((r) => p.once("exit", r));
       p.kill("SIGKILL");
       await gone;
       await d.start();
-      const r = await nextEvent(c, "reconnect", () => true, 10000);
+      stranger = createClient({ socketPath: d.socket, reconnect: false });
+      await stranger.waitForConnection();
+      const other = await stranger.createSession({
+        shell: "/bin/sh",
+        args: ["-c", "while :; do echo STRANGER; sleep 0.05; done"],
+      });
+      const r = await nextEvent(c, "reconnect", () => true, 15000);
+      assert.notEqual(r.hello.instance, first.instance);
       const s = r.sessions.find((x) => x.session === info.id)!;
       assert.equal(s.mode, "failed");
-      assert.equal(s.error?.code, "session_not_found");
-      assert.equal(c.attachedSessions.includes(info.id), false);
+      assert.equal(s.error?.code, "daemon_restarted");
+      assert.deepEqual(errors, ["daemon_restarted"]);
+      assert.equal(c.attachedSessions.length, 0);
+      await sleep(300);
+      assert.deepEqual(outputs, [], `output of session ${other.id} (a stranger's) reached the old client`);
     } finally {
+      await stranger?.close();
       await c.close();
       await d.cleanup();
     }

@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
-import { createClient, type HelloInfo, type PtyDaemonClient, type QueueStats, type SessionInfo, type Snapshot, type Stats } from "@vibest/pty-daemon";
+import { createClient, type HelloInfo, type LastCommand, type PtyDaemonClient, type QueueStats, type SessionInfo, type Snapshot, type Stats } from "@vibest/pty-daemon";
 
 import { Daemon, ROOT, sleep } from "./helpers.js";
 
@@ -20,12 +20,17 @@ const HINT = "update tests/vectors/shapes.json, src/vibest_pty/client.py and sdk
 type Exact<T> = { [K in keyof T]-?: true };
 
 const TYPE_KEYS: Record<string, Record<string, true>> = {
-  HelloInfo: { protocol: true, version: true, pid: true, features: true } satisfies Exact<HelloInfo>,
+  HelloInfo: {
+    protocol: true, version: true, pid: true, features: true, instance: true, started_at: true,
+  } satisfies Exact<HelloInfo>,
   SessionInfo: {
     id: true, pid: true, command: true, name: true, tags: true, cwd: true, title: true, cols: true, rows: true,
     created_at: true, last_attached_at: true, running: true, exit_code: true, exit_signal: true, clients: true,
-    process: true,
+    process: true, shell_state: true, shell_integration: true, last_command: true,
   } satisfies Exact<SessionInfo>,
+  LastCommand: {
+    command: true, exit_code: true, started_at: true, finished_at: true, cwd: true,
+  } satisfies Exact<LastCommand>,
   Snapshot: {
     data: true, offset: true, cols: true, rows: true, cursor: true, cursor_visible: true, alt_screen: true,
     modes: true, title: true, cwd: true, scrollback_lines: true,
@@ -35,7 +40,7 @@ const TYPE_KEYS: Record<string, Record<string, true>> = {
     warnings: true,
   } satisfies Exact<QueueStats>,
   Stats: {
-    uptime: true, connections: true, sessions: true, running: true, bytes_in: true, bytes_out: true,
+    version: true, instance: true, upgrades: true, last_upgrade_pause_ms: true, uptime: true, connections: true, sessions: true, running: true, bytes_in: true, bytes_out: true,
     frames_out: true, rss: true, queues: true,
   } satisfies Exact<Stats>,
 };
