@@ -97,12 +97,33 @@ json_values = st.recursive(
        st.integers(min_value=1, max_value=17))
 def test_round_trip_in_any_chunking(msgs: list[dict[str, Any]], step: int) -> None:
     stream = b"".join(protocol.encode(m) for m in msgs)
-    dec = FrameDecoder()
+    dec = FrameDecoder(requests=True)
     out: list[Any] = []
     for i in range(0, len(stream), step):
         dec.feed(stream[i : i + step])
         out.extend(dec.messages())
-    assert out == msgs
+    assert len(out) == len(msgs)
+    for got, sent in zip(out, msgs, strict=True):
+        if _depth(sent) > protocol.MAX_DEPTH or _containers(sent) > protocol.MAX_CONTAINERS:
+            assert isinstance(got, Malformed) and "decoding limits" in got.reason
+        else:
+            assert got == sent
+
+
+def _depth(v: Any) -> int:
+    if isinstance(v, dict):
+        return 1 + max(map(_depth, v.values()), default=0)
+    if isinstance(v, list):
+        return 1 + max(map(_depth, v), default=0)
+    return 0
+
+
+def _containers(v: Any) -> int:
+    if isinstance(v, dict):
+        return 1 + sum(map(_containers, v.values()))
+    if isinstance(v, list):
+        return 1 + sum(map(_containers, v))
+    return 0
 
 
 @settings(max_examples=300, deadline=None)

@@ -384,3 +384,124 @@ async def test_a_handler_bug_costs_one_request_not_the_daemon(tmpdir_short: str,
         for sig in (signal.SIGTERM, signal.SIGINT):  # startup installed the daemon's handlers in this process
             loop.remove_signal_handler(sig)
         signal.signal(signal.SIGHUP, old_hup)
+
+
+def _rss_of(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_large_hostile_frames_are_bad_message_and_cost_no_memory(daemon: Daemon) -> None:
+    """#11 item 1: each frame below made the unbounded decoder allocate for seconds (16.7M empty maps: 2.8 s,
+    +1.2 GiB). Now each is bad_message, the connection stays usable and the daemon's RSS does not move."""
+    from .test_protocol_limits import LARGE
+
+    s = raw_conn(daemon.socket)
+    s.settimeout(30)
+    base = _rss_of(daemon.pid)
+    for name, payload in LARGE.items():
+        s.sendall(frame(payload) + protocol.encode({"type": "list", "id": 9}))
+        err, ok = read_frames(s, 2)
+        assert err["code"] == "bad_message" and ok["id"] == 9, (name, err)
+    # The frames themselves pass through the decoder's buffer (16 MiB each), nothing more.
+    assert _rss_of(daemon.pid) - base < 80 * 1024 * 1024, (_rss_of(daemon.pid) - base) / 2**20
+    s.close()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"tags": {"k": "v" * 4097}},
+        {"tags": {"k" * 4097: "v"}},
+        {"args": ["a" * 4097]},
+        {"env": {"K": "v" * 4097}},
+        {"tags": {f"t{i}": "v" * 4000 for i in range(17)}},  # 68 KB of metadata, each string allowed
+        {"args": ["a" * 4000] * 17},
+    ],
+)
+async def test_every_string_is_bounded_and_a_sessions_metadata_in_total(client: Client, options: dict[str, Any]) -> None:
+    """#11 item 3: two sessions with 9 MiB tags made every `list` reply exceed the frame limit."""
+    with pytest.raises(PtyError) as e:
+        await client.create(shell="/bin/sh", **options)
+    assert e.value.code == "invalid_argument", e.value
+    assert await client.list_sessions() == []
+
+
+async def test_a_long_list_comes_in_pages_that_fit(client: Client, daemon: Daemon) -> None:
+    from vibest_pty.server import LIST_PAGE_BYTES
+
+    tags = {f"t{i}": "v" * 4000 for i in range(15)}  # ~60 KB each, under the 64 KiB cap
+    ids = [(await client.create(shell="/bin/sh", args=["-c", "sleep 60"], tags=tags))["id"] for _ in range(20)]
+    r = raw_conn(daemon.socket)
+    r.sendall(protocol.encode({"type": "list", "id": 1}))
+    (page,) = read_frames(r)
+    sessions = page["sessions"]
+    assert isinstance(sessions, list) and 0 < len(sessions) < 20 and page["next"] == sessions[-1]["id"]
+    assert len(protocol.pack(page)) <= LIST_PAGE_BYTES + 1024
+    r.close()
+    assert [s["id"] for s in await client.list_sessions()] == ids, "the client follows `next`"
+    for sid in ids:
+        await client.kill(sid)
+
+
+def _start_fails(d: Daemon) -> str:
+    d.start(wait=False)
+    assert d.proc is not None and d.proc.wait(15) == 1
+    log = d.log()
+    assert "Traceback" not in log, log
+    return log
+
+
+@pytest.mark.parametrize("kind", ["file", "directory", "fifo"])
+def test_startup_removes_only_sockets(tmpdir_short: str, kind: str) -> None:
+    """#11 item 9: `--socket ~/notes.txt` deleted the notes; a directory there ended in a traceback."""
+    d = Daemon(tmpdir_short)
+    os.makedirs(os.path.dirname(d.socket), mode=0o700)
+    if kind == "file":
+        with open(d.socket, "w") as f:
+            f.write("my notes")
+    elif kind == "directory":
+        os.mkdir(d.socket)
+    else:
+        os.mkfifo(d.socket)
+    log = _start_fails(d)
+    assert "not a socket; refusing to remove it" in log, log
+    assert os.path.lexists(d.socket)
+    if kind == "file":
+        with open(d.socket) as f:
+            assert f.read() == "my notes"
+
+
+def test_a_directory_at_the_lock_path_is_a_clear_message(tmpdir_short: str) -> None:
+    d = Daemon(tmpdir_short)
+    os.makedirs(d.socket + ".lock", mode=0o700)
+    assert "cannot open the lock file" in _start_fails(d)
+
+
+def test_a_shared_socket_directory_suggests_a_private_subdirectory(tmpdir_short: str) -> None:
+    shared = os.path.join(tmpdir_short, "shared")
+    os.mkdir(shared)
+    os.chmod(shared, 0o1777)  # like /tmp
+    d = Daemon(tmpdir_short, env={"RUST_PTY_SOCKET_PATH": os.path.join(shared, "socket")})
+    log = _start_fails(d)
+    assert f"put the socket in a private subdirectory instead, e.g. --socket {shared}/vibest-pty-" in log, log
+    assert "chmod 700" not in log
+
+
+def test_a_parent_others_can_write_without_sticky_bit_is_refused(tmpdir_short: str) -> None:
+    """#11 item 6: another user who can write to the parent can swap the socket directory for their own."""
+    parent = os.path.join(tmpdir_short, "open")
+    os.mkdir(parent)
+    os.chmod(parent, 0o777)
+    d = Daemon(tmpdir_short, env={"RUST_PTY_SOCKET_PATH": os.path.join(parent, "pty", "socket")})
+    assert "without the sticky bit" in _start_fails(d)
+
+
+def test_a_parent_with_the_sticky_bit_is_fine(tmpdir_short: str) -> None:
+    parent = os.path.join(tmpdir_short, "sticky")
+    os.mkdir(parent)
+    os.chmod(parent, 0o1777)
+    d = Daemon(tmpdir_short, env={"RUST_PTY_SOCKET_PATH": os.path.join(parent, "pty", "socket")})
+    d.socket = os.path.join(parent, "pty", "socket")
+    d.start()
+    assert d.stop() == 0

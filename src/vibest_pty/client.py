@@ -729,7 +729,14 @@ class Client:
         await self.request("signal", session=session, signal=signal)
 
     async def list_sessions(self) -> builtins.list[SessionInfo]:
-        return cast(builtins.list[SessionInfo], (await self.request("list"))["sessions"])
+        sessions: builtins.list[SessionInfo] = []
+        after = 0
+        while True:  # the daemon pages a long list (`next`: docs/protocol.md)
+            reply = await self.request("list", after=after)
+            sessions += cast(builtins.list[SessionInfo], reply["sessions"])
+            if reply.get("next") is None:
+                return sessions
+            after = reply["next"]
 
     async def get_snapshot(self, session: int) -> Snapshot:
         return cast(Snapshot, (await self.request("snapshot", session=session))["snapshot"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 from . import __version__
@@ -77,55 +77,63 @@ def _colors(text: str) -> Colors:
     return parse_colors(dict(zip(keys, parts, strict=False)))
 
 
+def _setting(default: Any, parse: Callable[[str], Any], metavar: str = "N") -> Any:
+    """A setting's row: its environment variable and flag are derived from the field's name (env_var, flag)."""
+    return field(default=default, metadata={"parse": parse, "metavar": metavar})
+
+
+def env_var(name: str) -> str:
+    return "RUST_PTY_" + name.upper()
+
+
+def flag(name: str) -> str:
+    return "--socket" if name == "socket_path" else "--" + name.replace("_", "-")
+
+
 @dataclass(frozen=True)
 class Config:
-    socket_path: str = ""
-    max_connections: int = 100
-    max_sessions: int = 100
-    scrollback_lines: int = 1000
-    flow_threshold: int = 4096
-    flow_max_queue_size: int = 16384
-    flow_max_queue_bytes: int = 8 * 1024 * 1024
-    flow_auto_disconnect: bool = False
-    max_frame: int = 16 * 1024 * 1024
-    input_queue_bytes: int = 8 * 1024 * 1024
-    replay_bytes: int = 1024 * 1024
-    max_exited: int = 100
-    kill_grace_ms: int = 2000
-    log_level: str = "info"
-    size_policy: str = "latest"
-    colors: Colors = DEFAULT_COLORS
+    socket_path: str = ""  # RUST_PTY_SOCKET_PATH / --socket (default_socket_path)
+    max_connections: int = _setting(100, _positive_int)
+    max_sessions: int = _setting(100, _positive_int)
+    scrollback_lines: int = _setting(1000, _non_negative_int)
+    flow_threshold: int = _setting(4096, _positive_int)
+    flow_max_queue_size: int = _setting(16384, _positive_int)
+    flow_max_queue_bytes: int = _setting(8 * 1024 * 1024, _positive_int)
+    flow_auto_disconnect: bool = _setting(False, _bool, "BOOL")
+    max_frame: int = _setting(16 * 1024 * 1024, _positive_int)
+    input_queue_bytes: int = _setting(8 * 1024 * 1024, _positive_int)
+    replay_bytes: int = _setting(1024 * 1024, _non_negative_int)
+    max_exited: int = _setting(100, _non_negative_int)
+    kill_grace_ms: int = _setting(2000, _non_negative_int)
+    log_level: str = _setting("info", _level, "LEVEL")
+    size_policy: str = _setting("latest", _size_policy, "POLICY")
+    colors: Colors = _setting(DEFAULT_COLORS, _colors, "FG:BG[:CURSOR]")  # noqa: RUF009 (a dataclasses.field)
 
     @classmethod
     def load(cls, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
         """Build from the environment and command line; raises ConfigError naming the bad variable or flag."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {"socket_path": default_socket_path(env)}
-        for f in fields(cls):
-            spec = _SPECS.get(f.name)
-            if spec is None:
-                continue
-            var, parse, _ = spec
+        for f in _settings():
+            var, parse = env_var(f.name), f.metadata["parse"]
             raw = env.get(var)
-            if raw is None or (raw == "" and f.name != "flow_auto_disconnect"):
+            if raw is None or (raw == "" and parse is not _bool):  # an empty boolean is false
                 continue
             try:
                 values[f.name] = parse(raw)
             except ValueError as exc:
                 raise ConfigError(f"invalid {var}={raw!r}: {_why(exc)}") from None
         args = _parser().parse_args(argv)
-        for f in fields(cls):
+        if args.socket_path is not None:
+            values["socket_path"] = args.socket_path
+        for f in _settings():
             raw = getattr(args, f.name, None)
             if raw is None:
                 continue
-            if f.name == "socket_path":
-                values[f.name] = raw
-                continue
-            _, parse, flag = _SPECS[f.name]
             try:
-                values[f.name] = parse(raw)
+                values[f.name] = f.metadata["parse"](raw)
             except ValueError as exc:
-                raise ConfigError(f"invalid {flag} {raw!r}: {_why(exc)}") from None
+                raise ConfigError(f"invalid {flag(f.name)} {raw!r}: {_why(exc)}") from None
         cfg = cls(**values)
         cfg.check()
         return cfg
@@ -149,26 +157,9 @@ def _why(exc: ValueError) -> str:
     return "must be an integer" if s.startswith("invalid literal") else s
 
 
-# field -> (environment variable, parser, flag)
-_SPECS: dict[str, tuple[str, Callable[[str], Any], str]] = {
-    "max_connections": ("RUST_PTY_MAX_CONNECTIONS", _positive_int, "--max-connections"),
-    "max_sessions": ("RUST_PTY_MAX_SESSIONS", _positive_int, "--max-sessions"),
-    "scrollback_lines": ("RUST_PTY_SCROLLBACK_LINES", _non_negative_int, "--scrollback-lines"),
-    "flow_threshold": ("RUST_PTY_FLOW_THRESHOLD", _positive_int, "--flow-threshold"),
-    "flow_max_queue_size": ("RUST_PTY_FLOW_MAX_QUEUE_SIZE", _positive_int, "--flow-max-queue-size"),
-    "flow_max_queue_bytes": ("RUST_PTY_FLOW_MAX_QUEUE_BYTES", _positive_int, "--flow-max-queue-bytes"),
-    "flow_auto_disconnect": ("RUST_PTY_FLOW_AUTO_DISCONNECT", _bool, "--flow-auto-disconnect"),
-    "max_frame": ("RUST_PTY_MAX_FRAME", _positive_int, "--max-frame"),
-    "input_queue_bytes": ("RUST_PTY_INPUT_QUEUE_BYTES", _positive_int, "--input-queue-bytes"),
-    "replay_bytes": ("RUST_PTY_REPLAY_BYTES", _non_negative_int, "--replay-bytes"),
-    "max_exited": ("RUST_PTY_MAX_EXITED", _non_negative_int, "--max-exited"),
-    "kill_grace_ms": ("RUST_PTY_KILL_GRACE_MS", _non_negative_int, "--kill-grace-ms"),
-    "log_level": ("RUST_PTY_LOG_LEVEL", _level, "--log-level"),
-    "size_policy": ("RUST_PTY_SIZE_POLICY", _size_policy, "--size-policy"),
-    "colors": ("RUST_PTY_COLORS", _colors, "--colors"),
-}
-_METAVARS = {"log_level": "LEVEL", "size_policy": "POLICY", "colors": "FG:BG[:CURSOR]"}
-
+def _settings() -> list[Field[Any]]:
+    """The fields that have an environment variable and a flag (all but socket_path, whose default is computed)."""
+    return [f for f in fields(Config) if "parse" in f.metadata]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -180,12 +171,12 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="vibest-pty-daemon",
         description="PTY daemon: terminal sessions that outlive their clients, served on a Unix socket.",
-        epilog="Every flag has an environment variable: "
-        + ", ".join(f"{v[2]}={v[0]}" for v in _SPECS.values())
-        + ", --socket=RUST_PTY_SOCKET_PATH. See docs/protocol.md.",
+        epilog="Every flag has an environment variable: --socket=RUST_PTY_SOCKET_PATH, "
+        + ", ".join(f"{flag(f.name)}={env_var(f.name)}" for f in _settings())
+        + ". See docs/protocol.md.",
     )
     p.add_argument("--version", action="version", version=f"vibest-pty-daemon {__version__}")
     p.add_argument("--socket", dest="socket_path", metavar="PATH", help="Unix socket path")
-    for name, (var, _, flag) in _SPECS.items():
-        p.add_argument(flag, dest=name, metavar=_METAVARS.get(name, "N"), help=f"(env {var})")
+    for f in _settings():
+        p.add_argument(flag(f.name), dest=f.name, metavar=f.metadata["metavar"], help=f"(env {env_var(f.name)})")
     return p

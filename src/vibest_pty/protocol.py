@@ -23,6 +23,9 @@ MAX_ID: Final = 2**53 - 1
 MAX_U32: Final = 2**32 - 1
 MAX_COLS: Final = 1000
 MAX_ROWS: Final = 1000
+MAX_STR: Final = 4096  # characters in any string field, keys and values of maps included
+MAX_LIST: Final = 4096  # items in a list or map field
+MAX_METADATA: Final = 64 * 1024  # UTF-8 bytes of a session's shell, args, cwd, name and tags together
 
 _HEADER = struct.Struct(">I")
 
@@ -109,8 +112,11 @@ class FrameDecoder:
     after that the decoder stays broken, like the connection.
     """
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, requests: bool = False) -> None:
         self.max_frame = max_frame
+        # The daemon decodes requests within the decoding limits (docs/protocol.md); a client decodes replies
+        # from its daemon (a `list` of many sessions has more containers than any request), within msgpack's own.
+        self._unpack = _unpack_request if requests else _unpack_reply
         self._buf = bytearray()
         self._pos = 0
         self._error: FrameError | None = None
@@ -143,7 +149,7 @@ class FrameDecoder:
                     break
                 payload = bytes(memoryview(buf)[self._pos + 4 : end])
                 self._pos = end
-                yield _unpack_payload(payload)
+                yield self._unpack(payload)
         finally:
             # Compact once the consumed prefix is large, so a long-lived connection does not grow the buffer.
             if self._pos > 65536 and self._pos * 2 > len(buf):
@@ -151,7 +157,72 @@ class FrameDecoder:
                 self._pos = 0
 
 
-def _unpack_payload(payload: bytes) -> dict[str, Any] | Malformed:
+# Decode limits (docs/protocol.md, "Decoding limits"): what a valid request needs, with room to grow. The largest
+# valid request, `create` with 4096 args and 4096 env and tag entries, has 5 containers, depth 3 and ~20k items.
+MAX_CONTAINER_ITEMS: Final = 4096  # elements of an array, entries of a map
+MAX_CONTAINERS: Final = 16  # arrays and maps in one message, the message itself included
+MAX_DEPTH: Final = 4  # the message map is level 1
+MAX_ITEMS: Final = 32768  # elements and map entries in one message, all containers together
+SCAN_ABOVE: Final = 1024  # payloads this small are decoded at once (at most ~1024 objects) and checked after
+
+# Bytes that follow a type byte, for the MessagePack types whose size does not depend on a length field.
+_FIXED: Final = {0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8, 0xD0: 1,
+                 0xD1: 2, 0xD2: 4, 0xD3: 8}
+_LENGTH: Final = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # bin8/16/32, str8/16/32: size of the length
+_CONTAINER_LEN: Final = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}  # (size of the count, slots per item)
+
+
+def _scan(p: bytes) -> str | None:
+    """Walk the payload's structure without building it; the first decode limit it breaks, or None.
+
+    Strings and binaries are skipped by their length, so a large `input` costs a few steps. Anything malformed is
+    left to msgpack to report (None)."""
+    n = len(p)
+    pos = 0
+    containers = items = 0
+    todo = [1]  # values still to read at each open level
+    while todo:
+        if not todo[-1]:
+            todo.pop()
+            continue
+        todo[-1] -= 1
+        if pos >= n:
+            return None
+        b = p[pos]
+        pos += 1
+        if b < 0x80 or b >= 0xE0:
+            continue  # fixint
+        if b < 0xA0 or b in _CONTAINER_LEN:
+            if b < 0xA0:
+                count, slots = b & 0x0F, (2 if b < 0x90 else 1)
+            else:
+                size, slots = _CONTAINER_LEN[b]
+                count = int.from_bytes(p[pos : pos + size], "big")
+                pos += size
+            containers += 1
+            items += count
+            if count > MAX_CONTAINER_ITEMS:
+                return f"a container of {count} items (at most {MAX_CONTAINER_ITEMS})"
+            if containers > MAX_CONTAINERS:
+                return f"more than {MAX_CONTAINERS} arrays and maps"
+            if len(todo) > MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            if items > MAX_ITEMS:
+                return f"more than {MAX_ITEMS} items in total"
+            todo.append(count * slots)
+        elif b < 0xC0:
+            pos += b & 0x1F  # fixstr
+        elif b in _FIXED:
+            pos += _FIXED[b]
+        elif b in _LENGTH:
+            size = _LENGTH[b]
+            pos += size + int.from_bytes(p[pos : pos + size], "big")
+        else:
+            return None  # ext or 0xc1: msgpack refuses it
+    return None
+
+
+def _unpack_reply(payload: bytes) -> dict[str, Any] | Malformed:
     try:
         value = msgpack.unpackb(payload, raw=False, strict_map_key=False)
     except msgpack.ExtraData:
@@ -163,9 +234,53 @@ def _unpack_payload(payload: bytes) -> dict[str, Any] | Malformed:
     return value
 
 
-def decode_all(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> list[dict[str, Any] | Malformed]:
+def _unpack_request(payload: bytes) -> dict[str, Any] | Malformed:
+    # Bounded before anything is built: a 16 MiB frame of 16.7M empty maps would otherwise cost seconds and a
+    # gigabyte (issue #11 item 1). Large payloads are walked first (_scan); msgpack's own limits apply to all.
+    n = len(payload)
+    if n > SCAN_ABOVE and (why := _scan(payload)) is not None:
+        return Malformed(f"payload exceeds the decoding limits: {why}")
+    try:
+        value = msgpack.unpackb(payload, raw=False, strict_map_key=False, max_str_len=n, max_bin_len=n,
+                                max_array_len=MAX_CONTAINER_ITEMS, max_map_len=MAX_CONTAINER_ITEMS, max_ext_len=0)
+    except msgpack.ExtraData:
+        return Malformed("trailing bytes after the MessagePack value")
+    except Exception as exc:  # msgpack raises several types (ValueError, FormatError, StackError, ...)
+        return Malformed(f"payload is not valid MessagePack: {exc.__class__.__name__}: {str(exc)[:100]}")
+    if not isinstance(value, dict):
+        return Malformed(f"payload is a {type(value).__name__}, not a map")
+    if n > SCAN_ABOVE:
+        return value
+    if (why := _shape(value)) is not None:  # small: decoded at once (at most ~1000 objects), checked after
+        return Malformed(f"payload exceeds the decoding limits: {why}")
+    return value
+
+
+def _shape(message: dict[Any, Any]) -> str | None:
+    """The decoding limit a small decoded message breaks (the same limits _scan applies to large ones)."""
+    containers = items = 0
+    level: list[Any] = [message]
+    for depth in range(1, MAX_DEPTH + 2):
+        nested: list[Any] = []
+        for c in level:
+            containers += 1
+            items += len(c)
+            nested.extend(v for v in (c.values() if isinstance(c, dict) else c) if isinstance(v, (dict, list)))
+        if not nested:
+            break
+        if depth == MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels"
+        level = nested
+    if containers > MAX_CONTAINERS:
+        return f"more than {MAX_CONTAINERS} arrays and maps"
+    return None
+
+
+def decode_all(
+    data: bytes, max_frame: int = DEFAULT_MAX_FRAME, *, requests: bool = False
+) -> list[dict[str, Any] | Malformed]:
     """Decode a complete byte string of frames (tests, vectors)."""
-    dec = FrameDecoder(max_frame)
+    dec = FrameDecoder(max_frame, requests=requests)
     dec.feed(data)
     out = list(dec.messages())
     if dec.buffered:
@@ -231,7 +346,7 @@ def get_bool(msg: dict[str, Any], field: str, default: bool) -> bool:
     return v
 
 
-def get_str(msg: dict[str, Any], field: str, default: str | None = None, *, max_len: int = 4096) -> str | None:
+def get_str(msg: dict[str, Any], field: str, default: str | None = None, *, max_len: int = MAX_STR) -> str | None:
     v = msg.get(field)
     if v is None:
         return default
@@ -240,31 +355,32 @@ def get_str(msg: dict[str, Any], field: str, default: str | None = None, *, max_
     return v
 
 
-def get_str_list(msg: dict[str, Any], field: str, *, max_items: int = 4096) -> list[str]:
+def _is_str(v: object, max_len: int) -> bool:
+    return isinstance(v, str) and len(v) <= max_len and "\x00" not in v
+
+
+def get_str_list(msg: dict[str, Any], field: str, *, max_items: int = MAX_LIST, max_len: int = MAX_STR) -> list[str]:
     v = msg.get(field)
     if v is None:
         return []
-    if (
-        not isinstance(v, list)
-        or len(v) > max_items
-        or not all(isinstance(s, str) and "\x00" not in s for s in v)
-    ):
-        raise _bad(field, "a list of strings without NUL")
+    if not isinstance(v, list) or len(v) > max_items or not all(_is_str(s, max_len) for s in v):
+        raise _bad(field, f"a list of at most {max_items} strings of at most {max_len} characters without NUL")
     return list(v)
 
 
-def get_str_map(msg: dict[str, Any], field: str, *, max_items: int = 4096) -> dict[str, str]:
+def get_str_map(
+    msg: dict[str, Any], field: str, *, max_items: int = MAX_LIST, max_len: int = MAX_STR
+) -> dict[str, str]:
     v = msg.get(field)
     if v is None:
         return {}
     if (
         not isinstance(v, dict)
         or len(v) > max_items
-        or not all(
-            isinstance(k, str) and isinstance(s, str) and "\x00" not in k and "\x00" not in s for k, s in v.items()
-        )
+        or not all(_is_str(k, max_len) and _is_str(s, max_len) for k, s in v.items())
     ):
-        raise _bad(field, "a map of strings to strings without NUL")
+        raise _bad(field, f"a map of at most {max_items} strings to strings, each of at most {max_len} characters "
+                          "without NUL")
     return dict(v)
 
 
@@ -353,15 +469,22 @@ def parse_create_options(msg: dict[str, Any]) -> CreateOptions:
     shell = get_str(o, "shell")
     if shell == "":
         raise ProtocolError(INVALID_ARGUMENT, "'shell' must not be empty")
+    args, cwd, tags = get_str_list(o, "args"), get_str(o, "cwd"), get_str_map(o, "tags")
+    name = get_str(o, "name", "") or ""
+    # What `list` shows of a session is bounded, so a reply can always hold many sessions (issue #11 item 3).
+    size = sum(len(x.encode()) for x in (shell or "", cwd or "", name, *args, *tags, *tags.values()))
+    if size > MAX_METADATA:
+        raise ProtocolError(INVALID_ARGUMENT, f"shell, args, cwd, name and tags hold {size} bytes together; at most "
+                                              f"{MAX_METADATA}")
     return CreateOptions(
         shell=shell,
-        args=tuple(get_str_list(o, "args")),
-        cwd=get_str(o, "cwd"),
+        args=tuple(args),
+        cwd=cwd,
         env=tuple(env.items()),
         cols=get_int(o, "cols", lo=1, hi=MAX_COLS, default=80),
         rows=get_int(o, "rows", lo=1, hi=MAX_ROWS, default=24),
-        name=get_str(o, "name", "") or "",
-        tags=tuple(get_str_map(o, "tags").items()),
+        name=name,
+        tags=tuple(tags.items()),
         attach=get_bool(o, "attach", False),
         queries=_one_of(o, "queries", ("daemon", "client"), "daemon") or "daemon",
         colors=get_colors(o),

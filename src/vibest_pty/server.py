@@ -37,6 +37,9 @@ FEATURES = ["snapshot", "replay", "resync", "signal-names", "tags", "prune", "sh
 WRITE_HIGH = 64 * 1024  # the transport's own buffer stays this small; the rest waits in our fair queues
 WRITE_LOW = 16 * 1024
 CLOSE_TIMEOUT_S = 5.0
+# One `list` reply at most (one session always fits: its metadata is capped at 64 KiB, protocol.MAX_METADATA);
+# 1 MiB holds ~2000 sessions of ordinary size.
+LIST_PAGE_BYTES = 1024 * 1024
 _PEERCRED = struct.Struct("3i")
 
 Reply = dict[str, Any] | Slot | None  # None: the handler replies later itself (agent.py: run, wait)
@@ -55,7 +58,7 @@ class Connection(asyncio.Protocol):
         self.manager = server.manager
         self.id = cid
         self.transport: asyncio.Transport | None = None
-        self.decoder = FrameDecoder(server.config.max_frame)
+        self.decoder = FrameDecoder(server.config.max_frame, requests=True)
         self.outbox = Outbox(server.outbox_limits)
         self.subs: dict[int, Subscriber] = {}  # by session id
         self.read_only: set[int] = set()  # sessions this connection is attached to read-only
@@ -304,7 +307,22 @@ class Connection(asyncio.Protocol):
         return {}
 
     def _list(self, msg: dict[str, Any]) -> Reply:
-        return {"sessions": self.manager.list()}
+        """Sessions in id order, one page of at most LIST_PAGE_BYTES: a reply is never built larger than the
+        peer can take (20 peers listing 9 MiB-tagged sessions and never reading cost 342 MiB, issue #11 item 3).
+        `next` (when more remain) is the `after` of the next page."""
+        after = protocol.get_int(msg, "after", default=0)
+        sessions: list[dict[str, Any]] = []
+        room = LIST_PAGE_BYTES
+        for sid, session in self.manager.sessions.items():  # ids ascend: the dict is in creation order
+            if sid <= after:
+                continue
+            info = session.info()
+            size = len(protocol.pack(info))
+            if sessions and size > room:
+                return {"sessions": sessions, "next": sessions[-1]["id"]}
+            room -= size
+            sessions.append(info)
+        return {"sessions": sessions}
 
     def _snapshot(self, msg: dict[str, Any]) -> Reply:
         sid = protocol.get_session(msg)
@@ -467,14 +485,13 @@ class Server:
         directory = os.path.dirname(os.path.abspath(path))
         prepare_socket_dir(directory)
         self._lock_fd = take_lock(path + ".lock")
-        self.manager.watchdog = Watchdog.start()
-        if os.path.lexists(path):
-            if _is_live(path):
-                os.close(self._lock_fd)
-                self._lock_fd = -1
-                raise StartupError(f"a daemon is already running on {path}")
-            log.info("removing stale socket %s", path)
-            os.unlink(path)
+        try:
+            remove_stale_socket(path)
+        except StartupError:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise
+        self.manager.watchdog = Watchdog.start()  # after the checks: a refused start leaves nothing behind
         old_umask = os.umask(0o177)
         try:
             self._server = await self.loop.create_unix_server(
@@ -550,31 +567,78 @@ class Server:
 
 
 def prepare_socket_dir(directory: str) -> None:
-    """Create the directory 0700, or refuse one that another user could tamper with."""
+    """Create the directory 0700, or refuse one that another user could tamper with (issue #11 items 6, 9)."""
+    parent = os.path.dirname(directory) or "/"
     if not os.path.lexists(directory):
-        parent = os.path.dirname(directory)
-        if parent and not os.path.exists(parent):
+        if not os.path.exists(parent):
             os.makedirs(parent, mode=0o700, exist_ok=True)
-        try:
+        with contextlib.suppress(FileExistsError):
             os.mkdir(directory, 0o700)
-        except FileExistsError:
-            pass
     st = os.lstat(directory)
+    uid = os.getuid()
+    private = f"put the socket in a private subdirectory instead, e.g. --socket {directory}/vibest-pty-{uid}/socket"
     if stat.S_ISLNK(st.st_mode):
         raise StartupError(f"socket directory {directory} is a symlink; refusing to use it")
     if not stat.S_ISDIR(st.st_mode):
         raise StartupError(f"socket directory {directory} is not a directory")
-    if st.st_uid != os.getuid():
-        raise StartupError(f"socket directory {directory} belongs to uid {st.st_uid}, not {os.getuid()}")
-    if st.st_mode & 0o022:
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid != uid:
+        raise StartupError(f"socket directory {directory} belongs to uid {st.st_uid}, not {uid}; {private}")
+    if mode & 0o022:
+        if mode & stat.S_ISVTX:  # a shared directory such as /tmp: making it private would break the machine
+            raise StartupError(f"socket directory {directory} is shared (mode {mode:o}); {private}")
         raise StartupError(
-            f"socket directory {directory} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
+            f"socket directory {directory} is writable by group or others (mode {mode:o}); "
             f"fix it with: chmod 700 {directory}"
+        )
+    # Whoever can write to the parent can rename our directory away and put their own in its place.
+    pst = os.stat(parent)
+    pmode = stat.S_IMODE(pst.st_mode)
+    if pmode & 0o022 and not pmode & stat.S_ISVTX:
+        raise StartupError(
+            f"the parent {parent} of the socket directory is writable by group or others without the sticky bit "
+            f"(mode {pmode:o}): another user could replace {directory}; use a socket path under a directory only "
+            "you can write to"
+        )
+    if pst.st_uid not in (0, uid):
+        raise StartupError(
+            f"the parent {parent} of the socket directory belongs to uid {pst.st_uid}: that user could replace "
+            f"{directory}; use a socket path under a directory you (or root) own"
         )
 
 
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a regular file"),
+                       (stat.S_ISLNK, "a symlink"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def remove_stale_socket(path: str) -> None:
+    """Unlink a socket nobody listens on (a crashed daemon's); refuse anything that is not a socket."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise StartupError(f"{path} exists and is {_kind(st.st_mode)}, not a socket; refusing to remove it "
+                           "(choose another --socket path, or move it away)")
+    if _is_live(path):
+        raise StartupError(f"a daemon is already running on {path}")
+    log.info("removing stale socket %s", path)
+    os.unlink(path)
+
+
 def take_lock(lock_path: str) -> int:
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        try:
+            what = f" (it is {_kind(os.lstat(lock_path).st_mode)})"
+        except OSError:
+            what = ""
+        raise StartupError(f"cannot open the lock file {lock_path}{what}: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -8,18 +8,26 @@ import { DEFAULT_MAX_FRAME, FrameDecoder, FrameError, Malformed, encodeFrame, ty
 import { PtyDaemonError } from "./errors.js";
 import { SessionHandle, type CreatedSession } from "./session.js";
 import { checkSocketTrust } from "./trust.js";
+<<<<<<< HEAD
 import { TypedEmitter, type ReattachResult } from "./events.js";
 import type { Transport, TransportSocket } from "./transport.js";
 import { UnixSocketTransport } from "./transport-node.js";
+=======
+import { TypedEmitter, type CommandEvent, type ReattachResult } from "./events.js";
+>>>>>>> main
 import type {
   AttachOptions,
   AttachResult,
   CreateSessionOptions,
   HelloInfo,
+  RunResult,
   SessionInfo,
   SignalSpec,
   Snapshot,
   Stats,
+  TextResult,
+  WaitCondition,
+  WaitResult,
 } from "./types.js";
 
 export const PROTOCOL_VERSION = 1;
@@ -84,6 +92,12 @@ interface Pending {
   onOk?: (msg: Message) => void;
   /** Runs synchronously when the request fails (error reply, connection lost, client closed). */
   onError?: (err: PtyDaemonError) => void;
+}
+
+/** A reply map without its envelope (type, id). */
+function strip(msg: Message): Record<string, unknown> {
+  const { type: _type, id: _id, ...rest } = msg;
+  return rest;
 }
 
 function failPending(p: Pending, err: PtyDaemonError): void {
@@ -590,6 +604,20 @@ export class PtyDaemonClient extends TypedEmitter {
       case "shutdown":
         this.emit("shutdown", { reason: typeof msg.reason === "string" ? msg.reason : "" });
         break;
+      case "command":
+        this.emit("command", msg as unknown as CommandEvent);
+        break;
+      case "session_created":
+        this.emit("session_created", { session: msg.session as number, info: msg.info as SessionInfo });
+        break;
+      case "session_exited":
+        this.emit("session_exited", {
+          session: msg.session as number, code: (msg.code as number | null) ?? null, signal: (msg.signal as number | null) ?? null,
+        });
+        break;
+      case "session_removed":
+        this.emit("session_removed", { session: msg.session as number });
+        break;
       case "error":
         this.emit("error", PtyDaemonError.fromReply(msg));
         break;
@@ -690,7 +718,7 @@ export class PtyDaemonClient extends TypedEmitter {
     const opts: Record<string, unknown> = {};
     // Field order as in the protocol's vectors.
     const keys = ["shell", "args", "cwd", "env", "cols", "rows", "name", "tags", "attach", "queries", "colors",
-      "size_policy", "kill_after_detach_s", "env_mode"] as const;
+      "size_policy", "kill_after_detach_s", "env_mode", "shell_integration"] as const;
     for (const k of keys) {
       if (options[k] !== undefined) opts[k] = options[k];
     }
@@ -775,6 +803,39 @@ export class PtyDaemonClient extends TypedEmitter {
 
   async listSessions(): Promise<SessionInfo[]> {
     return (await this.request("list")).sessions as SessionInfo[];
+  }
+
+  /** Type `command` at the shell's prompt and wait for its end (shell integration; docs/protocol.md "Agents"). */
+  async runCommand(id: number, command: string, opts: { timeoutMs?: number } = {}): Promise<RunResult> {
+    const fields: Record<string, unknown> = { session: id, command };
+    if (opts.timeoutMs !== undefined) fields.timeout_ms = opts.timeoutMs;
+    return strip(await this.request("run", fields)) as unknown as RunResult;
+  }
+
+  /** Resolves as soon as the condition holds (at once if it already does). */
+  async waitFor(id: number, condition: WaitCondition): Promise<WaitResult> {
+    const fields: Record<string, unknown> = { session: id, for: condition.for };
+    if (condition.timeoutMs !== undefined) fields.timeout_ms = condition.timeoutMs;
+    if (condition.for === "idle" && condition.idleMs !== undefined) fields.idle_ms = condition.idleMs;
+    if (condition.for === "text") fields.pattern = condition.pattern;
+    return strip(await this.request("wait", fields)) as unknown as WaitResult;
+  }
+
+  /** Plain text rendered by the daemon's emulator: a scope, or the output after an offset (`{ since }`). */
+  async getText(id: number, scope: "screen" | "scrollback" | "all" | { since: number } = "screen"): Promise<TextResult> {
+    const fields: Record<string, unknown> = { session: id };
+    if (typeof scope === "string") fields.scope = scope;
+    else fields.since = scope.since;
+    return strip(await this.request("text", fields)) as unknown as TextResult;
+  }
+
+  /** session_created / session_exited / session_removed and command end events of every session. */
+  async watch(): Promise<SessionInfo[]> {
+    return (await this.request("watch")).sessions as SessionInfo[];
+  }
+
+  async unwatch(): Promise<void> {
+    await this.request("unwatch");
   }
 
   async getSnapshot(id: number): Promise<Snapshot> {

@@ -1,5 +1,5 @@
 import type { PtyDaemonError } from "./errors.js";
-import type { HelloInfo, Snapshot } from "./types.js";
+import type { HelloInfo, SessionInfo, Snapshot } from "./types.js";
 
 /** Output of an attached session. */
 export interface OutputEvent {
@@ -85,9 +85,39 @@ export interface ReconnectEvent {
   sessions: ReattachResult[];
 }
 
+/** Shell integration: a command started or ended, in stream order with `output` (and ends of every session to watchers). */
+export interface CommandEvent {
+  session: number;
+  phase: "start" | "end";
+  seq: number;
+  offset: number;
+  command?: string;
+  exit_code?: number;
+  cwd?: string;
+}
+
+export interface SessionCreatedEvent {
+  session: number;
+  info: SessionInfo;
+}
+
+export interface SessionExitedEvent {
+  session: number;
+  code: number | null;
+  signal: number | null;
+}
+
+export interface SessionRemovedEvent {
+  session: number;
+}
+
 export interface ClientEvents {
   output: OutputEvent;
   exit: ExitEvent;
+  command: CommandEvent;
+  session_created: SessionCreatedEvent;
+  session_exited: SessionExitedEvent;
+  session_removed: SessionRemovedEvent;
   backpressure_warning: BackpressureWarningEvent;
   resync: ResyncEvent;
   shutdown: ShutdownEvent;

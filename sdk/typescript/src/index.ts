@@ -12,6 +12,7 @@ export type {
   BackpressureWarningEvent,
   ClientEvents,
   CloseEvent,
+  CommandEvent,
   DisconnectEvent,
   EventName,
   ExitEvent,
@@ -20,6 +21,9 @@ export type {
   ReattachResult,
   ReconnectEvent,
   ResyncEvent,
+  SessionCreatedEvent,
+  SessionExitedEvent,
+  SessionRemovedEvent,
   ShutdownEvent,
 } from "./events.js";
 export {

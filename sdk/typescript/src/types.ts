@@ -28,6 +28,37 @@ export interface SessionInfo {
   last_command: LastCommand | null;
 }
 
+/** runCommand's result (docs/protocol.md "Agents"). */
+export interface RunResult {
+  exit_code: number | null;
+  /** The command's output as plain text rendered by the daemon's emulator (at most 1 MiB, the end kept). */
+  output: string;
+  output_offsets: [number, number];
+  duration_ms: number;
+  truncated: boolean;
+  command: string | null;
+}
+
+export type WaitCondition =
+  | { for: "prompt"; timeoutMs?: number }
+  | { for: "exit"; timeoutMs?: number }
+  | { for: "idle"; idleMs?: number; timeoutMs?: number }
+  | { for: "text"; pattern: string; timeoutMs?: number };
+
+export interface WaitResult {
+  offset: number;
+  shell_state?: string;
+  code?: number | null;
+  signal?: number | null;
+  match?: string;
+}
+
+export interface TextResult {
+  text: string;
+  offset: number;
+  truncated: boolean;
+}
+
 export interface LastCommand {
   command: string | null;
   exit_code: number | null;
@@ -75,6 +106,8 @@ export interface CreateSessionOptions {
   env?: Record<string, string>;
   /** "merge" (default): env is added to the daemon's environment; "replace": env is all the session gets. */
   env_mode?: "merge" | "replace";
+  /** bash, zsh and fish get OSC 133 shell integration injected (default true): command events, runCommand. */
+  shell_integration?: boolean;
   cols?: number;
   rows?: number;
   name?: string;

@@ -16,7 +16,17 @@ from ..client import Client, ConnectionClosed, PtyError
 from ..protocol import INVALID_ARGUMENT
 from .args import DEFAULT_DETACH_KEY, build_parser, parse_args, parse_key, unescape
 from .attach import Attachment, ModeTracker, TermWriter, find_key, key_encodings, terminal_size
-from .commands import cmd_kill, cmd_ls, cmd_prune, cmd_send, cmd_signal, cmd_snapshot, cmd_stats
+from .commands import (
+    cmd_kill,
+    cmd_ls,
+    cmd_prune,
+    cmd_run,
+    cmd_send,
+    cmd_signal,
+    cmd_snapshot,
+    cmd_stats,
+    cmd_wait,
+)
 from .common import PROG, CliError, eprint, resolve, resolve_id
 from .daemon import cmd_daemon, ensure_daemon
 from .format import escape, format_age, format_state, format_stats, format_table, snapshot_text
@@ -32,6 +42,7 @@ __all__ = [
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Any]] = {
     "ls": cmd_ls, "list": cmd_ls, "new": cmd_new, "attach": cmd_attach, "a": cmd_attach, "kill": cmd_kill,
     "signal": cmd_signal, "send": cmd_send, "snapshot": cmd_snapshot, "stats": cmd_stats, "prune": cmd_prune,
+    "run": cmd_run, "wait": cmd_wait,
 }
 
 

@@ -26,6 +26,9 @@ examples:
   vibest-pty signal 3 INT                send SIGINT to the foreground process of session 3
   vibest-pty kill 3                      hang up session 3 (removes it if it already exited)
   vibest-pty prune                       remove the records of exited sessions
+  vibest-pty run 3 -- make test          run a command at session 3's shell prompt, print its output and
+                                         exit with its status (bash/zsh/fish shell integration)
+  vibest-pty wait 3 --text 'listening'   wait until the screen shows a regex (--prompt, --idle MS, --exit)
   vibest-pty daemon status               is the daemon running? (start, stop)
 
 A command that needs the daemon starts it in the background when none is running (`--no-start`: do not; the
@@ -186,6 +189,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     prune = add("prune", "remove the records of exited sessions (running ones are left alone)")
     prune.add_argument("--json", action="store_true", help="print the removed ids as a JSON array")
+
+    run = add("run", "type a command at a session's shell prompt, print its output, exit with its status")
+    run.add_argument("session", metavar="ID|NAME")
+    run.add_argument("cmd", nargs="+", metavar="-- CMD ARGS",
+                     help="the command line (one argument is taken as is; several are shell-quoted and joined)")
+    run.add_argument("--timeout", type=_timeout, default=None, metavar="S",
+                     help="give up after S seconds (exit 124, the command keeps running); default 60")
+
+    wait = add("wait", "wait until a session shows its prompt, goes idle, shows a regex, or exits")
+    wait.add_argument("session", metavar="ID|NAME")
+    cond = wait.add_mutually_exclusive_group(required=True)
+    cond.add_argument("--prompt", action="store_true", help="the shell is at its prompt (shell integration)")
+    cond.add_argument("--idle", type=int, metavar="MS", help="no output for MS milliseconds")
+    cond.add_argument("--text", metavar="REGEX", help="the screen text matches REGEX")
+    cond.add_argument("--exit", action="store_true", help="the session exits (exit status: its code)")
+    wait.add_argument("--timeout", type=_timeout, default=None, metavar="S",
+                      help="give up after S seconds (exit 124); default: no limit")
 
     from ..web import add_arguments as add_web_arguments
 

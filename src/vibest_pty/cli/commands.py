@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
+from typing import Any
 
-from ..client import Client
+from ..client import Client, PtyError
 from .common import by_ref, eprint
 from .format import escape_text, format_stats, format_table, snapshot_text
 
@@ -23,6 +25,63 @@ async def cmd_ls(client: Client, args: argparse.Namespace) -> int:
         sys.stdout.write(format_table(sessions))
     else:
         eprint("no sessions")
+    return 0
+
+
+TIMEOUT_EXIT = 124  # as timeout(1)
+
+
+async def cmd_run(client: Client, args: argparse.Namespace) -> int:
+    command = args.cmd[0] if len(args.cmd) == 1 else shlex.join(args.cmd)
+    timeout_ms = None if args.timeout is None else int(args.timeout * 1000)
+
+    async def op(sid: int) -> dict[str, object]:
+        return await client.run_command(sid, command, timeout_ms=timeout_ms)
+
+    try:
+        ok = await by_ref(client, args.session, op)
+    except PtyError as exc:
+        if exc.code != "timeout":
+            raise
+        partial = str(exc.reply.get("output") or "")
+        if partial:
+            sys.stdout.write(escape_text(partial) + "\n")
+        eprint(f"run: timed out; the command is still running in session {args.session}")
+        return TIMEOUT_EXIT
+    out = str(ok.get("output") or "")
+    if out:
+        sys.stdout.write(escape_text(out) + "\n")
+    code = ok.get("exit_code")
+    return code & 0xFF if isinstance(code, int) else 1
+
+
+async def cmd_wait(client: Client, args: argparse.Namespace) -> int:
+    timeout_ms = None if args.timeout is None else int(args.timeout * 1000)
+    extra: dict[str, Any] = {}
+    if args.prompt:
+        kind = "prompt"
+    elif args.exit:
+        kind = "exit"
+    elif args.idle is not None:
+        kind, extra = "idle", {"idle_ms": max(1, args.idle)}
+    else:
+        kind, extra = "text", {"pattern": args.text}
+
+    async def op(sid: int) -> dict[str, object]:
+        return await client.wait_for(sid, kind, timeout_ms=timeout_ms, **extra)
+
+    try:
+        ok = await by_ref(client, args.session, op)
+    except PtyError as exc:
+        if exc.code != "timeout":
+            raise
+        eprint(f"wait: not before the timeout ({args.timeout}s)")
+        return TIMEOUT_EXIT
+    if kind == "text":
+        print(escape_text(str(ok.get("match", ""))))
+    if kind == "exit":
+        code = ok.get("code")
+        return code & 0xFF if isinstance(code, int) else 1
     return 0
 
 

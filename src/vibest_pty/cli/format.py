@@ -48,7 +48,14 @@ def signame(sig: int) -> str:
 
 def format_state(info: Mapping[str, Any]) -> str:
     if info.get("running"):
-        return "running"
+        # With shell integration: what the shell does and the last command's status, e.g. "running prompt last=3".
+        state = "running"
+        if info.get("shell_state") in ("prompt", "running"):
+            state += " " + ("cmd" if info["shell_state"] == "running" else "prompt")
+        last = info.get("last_command")
+        if isinstance(last, Mapping) and last.get("exit_code") is not None:
+            state += f" last={int(last['exit_code'])}"
+        return state
     if info.get("exit_signal") is not None:
         return f"exited {signame(int(info['exit_signal']))}"
     code = info.get("exit_code")
