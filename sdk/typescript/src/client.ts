@@ -1,6 +1,5 @@
 import { spawn } from "node:child_process";
 import { mkdirSync, openSync, closeSync, statSync, unlinkSync, writeSync } from "node:fs";
-import * as net from "node:net";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { TextDecoder } from "node:util";
@@ -9,7 +8,13 @@ import { DEFAULT_MAX_FRAME, FrameDecoder, FrameError, Malformed, encodeFrame, ty
 import { PtyDaemonError } from "./errors.js";
 import { SessionHandle, type CreatedSession } from "./session.js";
 import { checkSocketTrust } from "./trust.js";
+<<<<<<< HEAD
+import { TypedEmitter, type ReattachResult } from "./events.js";
+import type { Transport, TransportSocket } from "./transport.js";
+import { UnixSocketTransport } from "./transport-node.js";
+=======
 import { TypedEmitter, type CommandEvent, type ReattachResult } from "./events.js";
+>>>>>>> main
 import type {
   AttachOptions,
   AttachResult,
@@ -63,6 +68,8 @@ export interface ClientOptions {
   autoStart?: AutoStartOptions;
   /** Largest frame accepted from the daemon (default 16 MiB, like the daemon). */
   maxFrame?: number;
+  /** How to reach the daemon: default its Unix socket (socketPath); in a browser a WebSocketTransport. */
+  transport?: Transport;
 }
 
 export interface WaitOptions {
@@ -133,13 +140,14 @@ function sleep(ms: number, signal?: { cancel?: () => void }): Promise<void> {
 /** A client of the vibest-pty daemon: one Unix socket connection, reconnected when it drops. */
 export class PtyDaemonClient extends TypedEmitter {
   readonly socketPath: string;
+  readonly transport: Transport;
   private readonly clientName: string;
   private readonly reconnectOpts: Required<ReconnectOptions>;
   private readonly autoStart: AutoStartOptions | undefined;
   private readonly maxFrame: number;
 
   private state: State = "idle";
-  private socket: net.Socket | null = null;
+  private socket: TransportSocket | null = null;
   private frames: FrameDecoder;
   private nextId = 1;
   private pending = new Map<number, Pending>();
@@ -154,7 +162,8 @@ export class PtyDaemonClient extends TypedEmitter {
 
   constructor(options: ClientOptions = {}) {
     super();
-    this.socketPath = options.socketPath ?? defaultSocketPath();
+    this.socketPath = options.socketPath ?? options.transport?.description ?? defaultSocketPath();
+    this.transport = options.transport ?? new UnixSocketTransport(this.socketPath);
     this.clientName = options.clientName ?? `@vibest/pty-daemon ${SDK_VERSION}`;
     const r = options.reconnect;
     const ro: ReconnectOptions = typeof r === "boolean" ? { enabled: r } : (r ?? {});
@@ -285,8 +294,10 @@ export class PtyDaemonClient extends TypedEmitter {
   /** One attempt: connect, install handlers, hello. The socket becomes this.socket; requests still queue. */
   private connectOnce(timeoutMs: number): Promise<HelloInfo> {
     return new Promise<HelloInfo>((resolve, reject) => {
-      checkSocketTrust(this.socketPath); // throws untrusted_server: the executor's throw rejects
-      const sock = net.createConnection(this.socketPath);
+      // The Unix socket's owner is checked (throws untrusted_server: the executor's throw rejects); a WebSocket
+      // server is trusted by its URL (and TLS).
+      if (this.transport instanceof UnixSocketTransport) checkSocketTrust(this.socketPath);
+      const sock = this.transport.connect();
       let settled = false;
       const timer = setTimeout(() => fail(new PtyDaemonError("timeout", "connect/hello timed out")), timeoutMs);
       const fail = (err: unknown) => {
@@ -322,11 +333,11 @@ export class PtyDaemonClient extends TypedEmitter {
     });
   }
 
-  private attachSocket(sock: net.Socket): void {
+  private attachSocket(sock: TransportSocket): void {
     this.socket = sock;
     this.frames = new FrameDecoder(this.maxFrame);
     sock.setNoDelay?.(true);
-    sock.on("data", (chunk: Buffer) => {
+    sock.on("data", (chunk: Uint8Array) => {
       if (this.socket !== sock) return;
       this.onData(chunk, sock);
     });
@@ -348,7 +359,7 @@ export class PtyDaemonClient extends TypedEmitter {
     for (const w of waiters) w.resolve(hello);
   }
 
-  private onSocketClose(sock: net.Socket, reason: string): void {
+  private onSocketClose(sock: TransportSocket, reason: string): void {
     if (this.socket !== sock) return;
     this.socket = null;
     const lost = new PtyDaemonError("connection_lost", `${reason} before the reply`);
@@ -527,7 +538,7 @@ export class PtyDaemonClient extends TypedEmitter {
 
   // -- frames in ----------------------------------------------------------------------------------------------
 
-  private onData(chunk: Uint8Array, sock: net.Socket): void {
+  private onData(chunk: Uint8Array, sock: TransportSocket): void {
     let messages;
     try {
       messages = this.frames.push(chunk);

@@ -65,6 +65,10 @@ _ERROR_TEXT = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "web":  # a server with its own loop and signal handling (vibest_pty.web)
+        from ..web import run as run_web
+
+        return run_web(args)
     try:
         return asyncio.run(run(args))
     except CliError as exc:

@@ -207,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("--timeout", type=_timeout, default=None, metavar="S",
                       help="give up after S seconds (exit 124); default: no limit")
 
+    from ..web import add_arguments as add_web_arguments
+
+    add_web_arguments(add("web", "serve the web terminal (xterm.js page + WebSocket relay) on loopback; docs/web.md"))
+
     dm = add("daemon", "start, stop or check the daemon (start: in the background, logging next to the socket)")
     dm.add_argument("action", choices=["start", "stop", "status"])
     dm.add_argument("--timeout", type=_timeout, default=15.0, metavar="S",

@@ -1,0 +1,2 @@
+// CSS imports are bundled by esbuild (web/build.mjs) into page.css.
+declare module "*.css";
