@@ -8,13 +8,9 @@ import { DEFAULT_MAX_FRAME, FrameDecoder, FrameError, Malformed, encodeFrame, ty
 import { PtyDaemonError } from "./errors.js";
 import { SessionHandle, type CreatedSession } from "./session.js";
 import { checkSocketTrust } from "./trust.js";
-<<<<<<< HEAD
-import { TypedEmitter, type ReattachResult } from "./events.js";
+import { TypedEmitter, type CommandEvent, type ReattachResult } from "./events.js";
 import type { Transport, TransportSocket } from "./transport.js";
 import { UnixSocketTransport } from "./transport-node.js";
-=======
-import { TypedEmitter, type CommandEvent, type ReattachResult } from "./events.js";
->>>>>>> main
 import type {
   AttachOptions,
   AttachResult,
