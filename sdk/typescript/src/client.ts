@@ -797,8 +797,16 @@ export class PtyDaemonClient extends TypedEmitter {
     await this.request("signal", { session: id, signal });
   }
 
+  /** Every session; follows the daemon's pages (`next`, docs/protocol.md) so a long list is never cut short. */
   async listSessions(): Promise<SessionInfo[]> {
-    return (await this.request("list")).sessions as SessionInfo[];
+    const sessions: SessionInfo[] = [];
+    let after = 0;
+    for (;;) {
+      const reply = await this.request("list", { after });
+      sessions.push(...(reply.sessions as SessionInfo[]));
+      if (reply.next === undefined || reply.next === null) return sessions;
+      after = reply.next as number;
+    }
   }
 
   /** Type `command` at the shell's prompt and wait for its end (shell integration; docs/protocol.md "Agents"). */
