@@ -119,10 +119,13 @@ class SessionTerminal:
 
 
 def warm_up() -> None:
-    """Load the emulator (pyghostty's cffi set-up parses C declarations: ~0.3 s) and run one snapshot (cffi
-    builds its types on first use: ~0.2 s), so that the first attach does not pay for it."""
+    """Set up an emulator process: load the emulator (pyghostty's cffi set-up parses C declarations: ~0.3 s), bound
+    what the C heap keeps of freed blocks, and run one snapshot (cffi builds its types on first use: ~0.2 s), so
+    that the first attach does not pay for it."""
+    from . import vt
     from .emulator import Emulator
 
+    vt.limit_heap_retention()  # big snapshot buffers go back to the system when freed (see vt)
     with Emulator(8, 2, 1) as emu:
         emu.feed(b"x\x1b[1mx\r\n")
         emu.snapshot()

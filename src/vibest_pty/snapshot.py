@@ -111,12 +111,12 @@ def snapshot(t: vt.Term, scrollback_lines: int, max_bytes: int = 1 << 62) -> Scr
     When `data` would pass `max_bytes`, history is served from fewer rows (the oldest are dropped) until it
     fits; `scrollback_lines` says how many were served.
     """
-    cap = scrollback_lines
-    st = _snapshot(t, cap)
+    st = _snapshot(t, scrollback_lines)
     while len(st.data) > max_bytes and st.scrollback_lines > 0:
         # History dominates a big snapshot: scale the rows by the excess, with 10% to spare, at least -1.
         keep = int(st.scrollback_lines * max_bytes / len(st.data) * 0.9)
         cap = max(0, min(keep, st.scrollback_lines - 1))
+        del st  # before the next attempt: two such blocks at once would double the peak
         st = _snapshot(t, cap)
     return st
 
@@ -126,47 +126,51 @@ def _snapshot(t: vt.Term, history_cap: int) -> ScreenState:
     mode_map = modes(t)
     title_b = vt.title(t)
     pwd_b = vt.pwd(t)
-    out = bytearray(_colors(t))
+    # The parts are joined once at the end: a dense 1000x1000 screen's content is tens of MiB, and every copy of
+    # it (bytearray growth, `bytes(out)`) was one more such block at the peak of the emulator process's RSS.
+    out: list[bytes] = [_colors(t)]
     if title_b:
-        out += b"\x1b]2;" + title_text(title_b).encode() + b"\x1b\\"
+        out.append(b"\x1b]2;" + title_text(title_b).encode() + b"\x1b\\")
     if pwd_b:
-        out += b"\x1b]7;" + _strip_controls(pwd_b) + b"\x1b\\"
+        out.append(b"\x1b]7;" + _strip_controls(pwd_b) + b"\x1b\\")
 
     served = 0
     if mode_map["grapheme_cluster"]:  # changes character widths, so it must precede the content
-        out += b"\x1b[?2027h"
+        out.append(b"\x1b[?2027h")
     if live.alt:
         alt_mode = next((n for n in _ALT_MODES if vt.mode(t, n, False)), 1049)
         served, pen_reset = _primary_under_alt(t, out, alt_mode, history_cap)
-        out += f"\x1b[?{alt_mode}h\x1b[H".encode() + pen_reset
+        out.append(f"\x1b[?{alt_mode}h\x1b[H".encode() + pen_reset)
         out += live.content(0, pad=False)
     else:
         served = min(live.history, history_cap)
         out += live.content(served, pad=True)
-    out += live.bg_repair()
+    out.append(live.bg_repair())
 
     # Terminal-level state: tab stops, margins, modes, then the cursor and the pen.
-    out += live.extras(before=True, tabstops=True)
-    out += live.extras(keyboard=True)
+    out.append(live.extras(before=True, tabstops=True))
+    out.append(live.extras(keyboard=True))
     # Modes before margins: DECSLRM (CSI l;r s) is only understood once mode 69 is set.
     mode_seq = live.extras(before=True, modes=True)
-    out += b"".join(
+    out.extend(
         _portable_mode(m.group(0))
         for m in _MODE_RE.finditer(mode_seq)
         if not (m.group(1) and int(m.group(2)) in _SKIP_MODES)
     )
     margins = live.extras(scrolling_region=True)
-    out += margins
+    out.append(margins)
     top = left = 0
     if mode_map["origin"]:
         if m := _DECSTBM_RE.search(margins):
             top = int(m.group(1)) - 1
         if m := _DECSLRM_RE.search(margins):
             left = int(m.group(1)) - 1
-    out += live.cursor_tail(top, left)
-    out += vt.continuation(t)
+    out.append(live.cursor_tail(top, left))
+    out.append(vt.continuation(t))
+    data = b"".join(out)
+    del out
     return ScreenState(
-        data=bytes(out),
+        data=data,
         cols=live.cols,
         rows=live.rows,
         cursor=(live.cx, live.cy),
@@ -179,7 +183,7 @@ def _snapshot(t: vt.Term, history_cap: int) -> ScreenState:
     )
 
 
-def _primary_under_alt(t: vt.Term, out: bytearray, alt_mode: int, history_cap: int) -> tuple[int, bytes]:
+def _primary_under_alt(t: vt.Term, out: list[bytes], alt_mode: int, history_cap: int) -> tuple[int, bytes]:
     """Append the primary screen (history, rows, cursor, pen) as it will be when the alt screen is left.
 
     Returns the history rows served and the bytes that undo the primary's pen for the alt screen."""
@@ -191,8 +195,8 @@ def _primary_under_alt(t: vt.Term, out: bytearray, alt_mode: int, history_cap: i
         v = _View(clone)
         served = min(v.history, history_cap)
         out += v.content(served, pad=True)
-        out += v.bg_repair()
-        out += v.cursor_tail()
+        out.append(v.bg_repair())
+        out.append(v.cursor_tail())
         return served, v.pen_reset()
     finally:
         vt.terminal_free(clone)
@@ -251,8 +255,9 @@ class _View:
             raise vt.EmulatorError(f"plain formatting gave {len(lines)} lines for {n} rows")
         return [not line for line in lines] + [True] * (n - len(lines))
 
-    def content(self, history_rows: int, pad: bool) -> bytes:
-        """The last `history_rows` history rows and the active area; `pad` adds the trailing blank rows."""
+    def content(self, history_rows: int, pad: bool) -> list[bytes]:
+        """The last `history_rows` history rows and the active area, in parts to be joined; `pad` adds the
+        trailing blank rows."""
         start = self.history - history_rows
         last = self.total - 1
         blank = self.blank_rows(start, last)
@@ -260,15 +265,15 @@ class _View:
             last -= 1
         # The formatter joins a row marked "continues a soft wrap" onto the row above even when that row is not
         # wrapped (scroll regions leave rows so), misplacing a cell: format such rows as separate lines.
-        pieces = []
+        out = []
         first = start
         for y in vt.orphan_continuations(self.t, start + 1, last):
-            pieces.append(vt.format_vt(self.t, vt.selection(self.t, 0, first, self.cols - 1, y - 1), unwrap=True))
+            out.append(vt.format_vt(self.t, vt.selection(self.t, 0, first, self.cols - 1, y - 1), unwrap=True))
+            out.append(b"\r\n")
             first = y
-        pieces.append(vt.format_vt(self.t, vt.selection(self.t, 0, first, self.cols - 1, last), unwrap=True))
-        out = b"\r\n".join(pieces)
+        out.append(vt.format_vt(self.t, vt.selection(self.t, 0, first, self.cols - 1, last), unwrap=True))
         if pad:
-            out += b"\r\n" * (self.total - 1 - last)
+            out.append(b"\r\n" * (self.total - 1 - last))
         return out
 
     def bg_repair(self) -> bytes:

@@ -12,7 +12,7 @@ by value), looked up at call time, so a test can count the calls (tests/test_sna
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from pyghostty._ffi import ffi as _ffi
@@ -297,18 +297,69 @@ def _cell_background(cell: int, tag: Any, pal: Any, rgb: Any) -> str | None:
     return None
 
 
+RENDER_STATE_MIN_CELLS = 64 * 1024  # fewer cells to read than this: one call a cell (< ~20 ms), no render state
+
+
 def active_background_runs(t: Term, rows: Iterable[int]) -> dict[int, list[tuple[int, int, str]]]:
     """For the given active rows: the runs of cells that hold only a background colour (erased under a coloured
     pen), as (x, length, SGR 48 parameters such as "5;1" or "2;r;g;b"); rows without any are left out.
 
-    Reads each row's cells in one call (a render state's raw cell view of the active area, which is what the
-    viewport shows: these terminals never scroll back), skips a row of default cells with one comparison, and
-    asks the library about each distinct cell value once: a blank 1000x1000 screen costs a few calls a row, not
-    three a cell (tests/test_snapshot_cost.py)."""
-    want = set(rows)
+    Many cells (a blank 1000x1000 screen): a render state's raw cell view gives a row's cells in one call, a row
+    of default cells is skipped with one comparison, and the library is asked about each distinct cell value
+    once: a few calls a row, not three a cell (tests/test_snapshot_cost.py). Few cells (the trailing rows of a
+    full screen): one call a cell, because a render state copies the whole screen with its styles (110 MiB for a
+    1000x1000 screen of truecolor cells)."""
+    want = sorted(set(rows))
     if not want:
         return {}
+    cols, _ = size(t)
+    scratch = (_ffi.new("GhosttyCellContentTag*"), _ffi.new("uint8_t*"), _ffi.new("GhosttyColorRgb*"))
+    known: dict[int, str | None] = {_default_cell(): None}  # raw cell value -> its background (None: not bg-only)
+    out: dict[int, list[tuple[int, int, str]]] = {}
+    for y, cells in (_rows_by_render_state if len(want) * cols >= RENDER_STATE_MIN_CELLS else _rows_by_cell)(
+        t, want, cols
+    ):
+        runs: list[tuple[int, int, str]] = []
+        x = 0
+        for value, group in itertools.groupby(cells):
+            n = sum(1 for _ in group)
+            if value not in known:
+                known[value] = _cell_background(value, *scratch)
+            if (bg := known[value]) is not None:
+                if runs and runs[-1][2] == bg and runs[-1][0] + runs[-1][1] == x:
+                    runs[-1] = (runs[-1][0], runs[-1][1] + n, bg)
+                else:
+                    runs.append((x, n, bg))
+            x += n
+        if runs:
+            out[y] = runs
+    return out
+
+
+def _rows_by_cell(t: Term, want: list[int], cols: int) -> Iterator[tuple[int, list[int]]]:
+    """(y, raw cell values) of the wanted active rows: one grid ref a row, one call a cell."""
+    grid_ref, ref_cell = _grid_ref_fn(), _lib.ghostty_grid_ref_cell
+    pt = _ffi.new("GhosttyPointS*")
+    pt.tag = _lib.GHOSTTY_POINT_TAG_ACTIVE
+    pt.value.x = 0
+    ref = _new_sized("GhosttyGridRef")
+    cell = _ffi.new("GhosttyCell*")
+    for y in want:
+        pt.value.y = y
+        check(grid_ref(t, pt[0], ref), f"grid_ref row {y}")
+        values = []
+        for x in range(cols):
+            ref.x = x
+            check(ref_cell(ref, cell), "cell")
+            values.append(int(cell[0]))
+        yield y, values
+
+
+def _rows_by_render_state(t: Term, want: list[int], cols: int) -> Iterator[tuple[int, Any]]:
+    """(y, raw cell values) of the wanted active rows, read a row at a time from a render state of the viewport
+    (what the active area shows: these terminals never scroll back); rows of default cells are left out."""
     blank = _default_cell()
+    wanted = set(want)
     state = _ffi.new("GhosttyRenderState*")
     check(_lib.ghostty_render_state_new(_ffi.NULL, state), "render_state_new")
     it = _ffi.new("GhosttyRenderStateRowIterator*")
@@ -317,37 +368,18 @@ def active_background_runs(t: Term, rows: Iterable[int]) -> dict[int, list[tuple
         check(_lib.ghostty_render_state_row_iterator_new(_ffi.NULL, it), "row_iterator_new")
         check(_lib.ghostty_render_state_get(state[0], _lib.GHOSTTY_RENDER_STATE_DATA_ROW_ITERATOR, it), "rows")
         view = _ffi.new("GhosttyCellsView*")
-        scratch = (_ffi.new("GhosttyCellContentTag*"), _ffi.new("uint8_t*"), _ffi.new("GhosttyColorRgb*"))
-        known: dict[int, str | None] = {blank: None}  # raw cell value -> its background (None: not bg-only)
         blank_row = b""
-        out: dict[int, list[tuple[int, int, str]]] = {}
         y = -1
-        last = max(want)
-        while y < last and _lib.ghostty_render_state_row_iterator_next(it[0]):
+        while y < want[-1] and _lib.ghostty_render_state_row_iterator_next(it[0]):
             y += 1
-            if y not in want:
+            if y not in wanted:
                 continue
             check(_lib.ghostty_render_state_row_get(it[0], _lib.GHOSTTY_RENDER_STATE_ROW_DATA_CELLS_RAW, view), "row")
             raw = bytes(_ffi.buffer(view.ptr, view.len * _ffi.sizeof("GhosttyCell")))
             if len(blank_row) != len(raw):
                 blank_row = _ffi.buffer(_ffi.new("GhosttyCell[]", [blank] * view.len))[:]
-            if raw == blank_row:
-                continue
-            runs: list[tuple[int, int, str]] = []
-            x = 0
-            for value, group in itertools.groupby(memoryview(raw).cast("Q")):
-                n = sum(1 for _ in group)
-                if value not in known:
-                    known[value] = _cell_background(value, *scratch)
-                if (bg := known[value]) is not None:
-                    if runs and runs[-1][2] == bg and runs[-1][0] + runs[-1][1] == x:
-                        runs[-1] = (runs[-1][0], runs[-1][1] + n, bg)
-                    else:
-                        runs.append((x, n, bg))
-                x += n
-            if runs:
-                out[y] = runs
-        return out
+            if raw != blank_row:
+                yield y, memoryview(raw).cast("Q")
     finally:
         if it[0] != _ffi.NULL:
             _lib.ghostty_render_state_row_iterator_free(it[0])
@@ -397,6 +429,9 @@ def format_plain(t: Term, sel: Selection, *, unwrap: bool = False, trim: bool = 
 
 
 def _format(t: Term, sel: Selection, emit: int, unwrap: bool, trim: bool, extras: dict[str, bool]) -> bytes:
+    """Run the formatter through a writer callback into one bytearray: the library hands over 4 KiB at a time,
+    so a big screen is held once on our side, never also in a C buffer growing by doubling (format_alloc: ~3x the
+    output at its peak, 140 MiB for a 43 MiB dense 1000x1000 screen with history)."""
     opts = _new_sized("GhosttyFormatterTerminalOptions")
     opts.emit = emit
     opts.unwrap = unwrap
@@ -410,17 +445,57 @@ def _format(t: Term, sel: Selection, emit: int, unwrap: bool, trim: bool, extras
     fmt = _ffi.new("GhosttyFormatter*")
     check(_lib.ghostty_formatter_terminal_new(_ffi.NULL, fmt, t, opts[0]), "formatter_terminal_new")
     try:
-        ptr = _ffi.new("uint8_t**")
-        n = _ffi.new("size_t*")
-        check(_lib.ghostty_formatter_format_alloc(fmt[0], _ffi.NULL, ptr, n), "formatter_format_alloc")
-        if n[0] == 0 or ptr[0] == _ffi.NULL:
-            return b""
-        try:
-            return bytes(_ffi.buffer(ptr[0], n[0]))
-        finally:
-            _lib.ghostty_free(_ffi.NULL, ptr[0], n[0])
+        out = bytearray()
+        writer = _ffi.new("GhosttyWriter*")
+        writer.write = _writer_callback()
+        handle = _ffi.new_handle(out)  # kept in a local: the struct field alone does not keep it alive
+        writer.userdata = handle
+        check(_lib.ghostty_formatter_format(fmt[0], writer[0]), "formatter_format")
+        return bytes(out)
     finally:
         _lib.ghostty_formatter_free(fmt[0])
+
+
+_writer_cb: Any = None
+
+
+def _writer_callback() -> Any:
+    """The one GhosttyWriterFn: appends to the bytearray its userdata handle names."""
+    global _writer_cb
+    if _writer_cb is None:
+
+        def write(userdata: Any, data: Any, n: int) -> bool:
+            _ffi.from_handle(userdata).extend(_ffi.buffer(data, n))
+            return True
+
+        _writer_cb = _ffi.callback("bool(void*, const uint8_t*, size_t)", write)
+    return _writer_cb
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The C heap of the emulator process
+
+MMAP_THRESHOLD = 1 << 20  # blocks from this size are mmapped, so their memory goes back to the system when freed
+TRIM_THRESHOLD = 4 << 20  # free memory at the top of the heap past this is given back
+
+
+def limit_heap_retention() -> bool:
+    """Make glibc give big freed blocks back at once (for an emulator process: call once at start).
+
+    By default the mmap threshold follows the largest block freed (up to 32 MiB), so after one big snapshot the
+    next ones come from the heap, whose free memory stays resident: a dense 1000x1000 session's process kept
+    ~50 MiB of freed snapshot buffers beyond its scrollback. Fixed thresholds turn that off. Returns False
+    where mallopt is missing (not glibc)."""
+    import cffi  # type: ignore[import-untyped]
+
+    ffi = cffi.FFI()
+    ffi.cdef("int mallopt(int param, int value);")
+    try:
+        libc = ffi.dlopen(None)
+        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+        return bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD) and libc.mallopt(m_trim_threshold, TRIM_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
 
 
 # ---------------------------------------------------------------------------------------------------------
