@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyghostty import Terminal, ffi, lib
 
-from vibest_pty.emulator import MODES, Emulator, ScreenState
+from vibest_pty.emulator import Emulator
+from vibest_pty.snapshot import MODES, ScreenState
 
 ESC = "\x1b"
 

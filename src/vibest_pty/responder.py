@@ -24,15 +24,11 @@ Callbacks run inside `ghostty_terminal_vt_write` and must not re-enter it: they 
 from __future__ import annotations
 
 import re
-from typing import Any
 
-from pyghostty._ffi import ffi as _ffi
-from pyghostty._ffi import lib as _lib
-
-from . import __version__
+from . import __version__, vt
+from .emulator import CELL_H, CELL_W
 from .queries import DEFAULT_COLORS, Colors, agree
 
-CELL_W, CELL_H = 8, 16  # pixels per cell reported by CSI 14/16 t (and passed to ghostty_terminal_resize)
 TERM_NAME = "xterm-256color"
 XTVERSION = f"vibest-pty {__version__}"
 
@@ -66,74 +62,29 @@ def xtgettcap_reply(names_hex: bytes) -> bytes:
 class Responder:
     """Answers the queries of one terminal handle (see the module doc). One thread, like the terminal."""
 
-    def __init__(self, term: Any, cols: int, rows: int, colors: Colors | None = None) -> None:
+    def __init__(self, term: vt.Term, cols: int, rows: int, colors: Colors | None = None) -> None:
         self._t = term
         self.cols, self.rows = cols, rows
         colors = colors or DEFAULT_COLORS
         self.colors = colors
         self._replies: list[bytes] = []
-        self._version = _ffi.new("char[]", XTVERSION.encode())
-        self._version_len = len(XTVERSION.encode())
-        replies = self._replies
-
-        def write_pty(_t: Any, _ud: Any, data: Any, n: int) -> None:
-            replies.append(bytes(_ffi.buffer(data, n)))
-
-        def device_attributes(_t: Any, _ud: Any, a: Any) -> bool:
-            a.primary.conformance_level = 62
-            a.primary.features[0] = 22
-            a.primary.num_features = 1
-            a.secondary.device_type = 1
-            a.secondary.firmware_version = 10
-            a.secondary.rom_cartridge = 0
-            a.tertiary.unit_id = 0
-            return True
-
-        def xtversion(_t: Any, _ud: Any) -> Any:
-            s = _ffi.new("GhosttyString*")
-            s.ptr = _ffi.cast("const uint8_t*", self._version)
-            s.len = self._version_len
-            return s[0]
-
-        def size(_t: Any, _ud: Any, s: Any) -> bool:
-            s.rows, s.columns, s.cell_width, s.cell_height = self.rows, self.cols, CELL_W, CELL_H
-            return True
-
-        def color_scheme(_t: Any, _ud: Any, out: Any) -> bool:
-            out[0] = _lib.GHOSTTY_COLOR_SCHEME_DARK if self.colors.dark else _lib.GHOSTTY_COLOR_SCHEME_LIGHT
-            return True
-
-        self._callbacks: list[Any] = []  # kept alive while the terminal may call them (see the module doc)
-        for opt, sig, fn in (
-            (_lib.GHOSTTY_TERMINAL_OPT_WRITE_PTY, "void(GhosttyTerminal, void*, const uint8_t*, size_t)", write_pty),
-            (_lib.GHOSTTY_TERMINAL_OPT_DEVICE_ATTRIBUTES, "bool(GhosttyTerminal, void*, GhosttyDeviceAttributes*)", device_attributes),
-            (_lib.GHOSTTY_TERMINAL_OPT_XTVERSION, "GhosttyString(GhosttyTerminal, void*)", xtversion),
-            (_lib.GHOSTTY_TERMINAL_OPT_SIZE, "bool(GhosttyTerminal, void*, GhosttySizeReportSize*)", size),
-            (_lib.GHOSTTY_TERMINAL_OPT_COLOR_SCHEME, "bool(GhosttyTerminal, void*, GhosttyColorScheme*)", color_scheme),
-        ):
-            cb = _ffi.callback(sig, fn)
-            self._callbacks.append(cb)
-            _set(term, opt, cb)
+        # DA1 `CSI ? 62 ; 22 c` (VT220, ANSI colour), DA2 `CSI > 1 ; 10 ; 0 c`, DA3 unit id 0.
+        self._callbacks = vt.set_effects(  # kept alive while the terminal may call them (see the module doc)
+            term,
+            write_pty=self._replies.append,
+            device_attributes=(62, (22,), 1, 10, 0, 0),
+            xtversion=XTVERSION.encode(),
+            size=lambda: (self.rows, self.cols, CELL_W, CELL_H),
+            dark=lambda: self.colors.dark,
+        )
         self.set_colors(colors)
 
     def set_colors(self, colors: Colors) -> None:
         """The default colours (what a program's OSC overrides fall back to, and OSC 110/111/112 restore)."""
         self.colors = colors
-        t = self._t
-        for opt, rgb in (
-            (_lib.GHOSTTY_TERMINAL_OPT_COLOR_FOREGROUND, colors.foreground),
-            (_lib.GHOSTTY_TERMINAL_OPT_COLOR_BACKGROUND, colors.background),
-            (_lib.GHOSTTY_TERMINAL_OPT_COLOR_CURSOR, colors.cursor or colors.foreground),
-        ):
-            c = _ffi.new("GhosttyColorRgb*")
-            c.r, c.g, c.b = rgb
-            _set(t, opt, c)
-        if colors.palette:
-            pal = _ffi.new("GhosttyColorRgb[256]")
-            _check(_lib.ghostty_terminal_get(t, _lib.GHOSTTY_TERMINAL_DATA_COLOR_PALETTE_DEFAULT, pal), "palette")
-            for i, (r, g, b) in colors.palette.items():
-                pal[i].r, pal[i].g, pal[i].b = r, g, b
-            _set(t, _lib.GHOSTTY_TERMINAL_OPT_COLOR_PALETTE, pal)
+        vt.set_default_colors(
+            self._t, colors.foreground, colors.background, colors.cursor or colors.foreground, colors.palette
+        )
 
     def resize(self, cols: int, rows: int) -> None:
         self.cols, self.rows = cols, rows
@@ -171,25 +122,9 @@ class Responder:
     def close(self) -> None:
         """Unregister the callbacks (call before the terminal is freed if the Responder may be dropped first)."""
         if self._t is not None:
-            for opt in (
-                _lib.GHOSTTY_TERMINAL_OPT_WRITE_PTY,
-                _lib.GHOSTTY_TERMINAL_OPT_DEVICE_ATTRIBUTES,
-                _lib.GHOSTTY_TERMINAL_OPT_XTVERSION,
-                _lib.GHOSTTY_TERMINAL_OPT_SIZE,
-                _lib.GHOSTTY_TERMINAL_OPT_COLOR_SCHEME,
-            ):
-                _lib.ghostty_terminal_set(self._t, opt, _ffi.NULL)
+            vt.clear_effects(self._t)
             self._t = None
 
 
-def _write(t: Any, data: bytes) -> None:
-    _lib.ghostty_terminal_vt_write(t, data, len(data))
-
-
-def _set(t: Any, opt: int, value: Any) -> None:
-    _check(_lib.ghostty_terminal_set(t, opt, value), f"terminal_set {opt}")
-
-
-def _check(res: int, what: str) -> None:
-    if res != 0:
-        raise RuntimeError(f"{what} failed: {res}")
+def _write(t: vt.Term, data: bytes) -> None:
+    vt.write(t, data)
