@@ -1,5 +1,5 @@
-"""Reply shapes described once (tests/vectors/shapes.json) and checked against the Python client's TypedDicts and a
-live daemon's replies (the TypeScript suite checks the same file against the SDK's types: test/shapes.test.ts).
+"""Reply shapes described once (tests/vectors/shapes.json) and checked against the TypedDicts the daemon and the
+Python client share (src/vibest_pty/shapes.py, re-exported by the client) and a live daemon's replies (the TypeScript suite checks the same file against the SDK's types: test/shapes.test.ts).
 A field added on one side fails here until the file and both clients know it."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from vibest_pty import client as pyclient
 SHAPES: dict[str, dict[str, str]] = json.loads(
     (Path(__file__).parent / "vectors" / "shapes.json").read_text()
 )["shapes"]
-HINT = "update tests/vectors/shapes.json, src/vibest_pty/client.py and sdk/typescript/src/types.ts together"
+HINT = "update tests/vectors/shapes.json, src/vibest_pty/shapes.py and sdk/typescript/src/types.ts together"
 
 
 def _keys(shape: dict[str, str]) -> set[str]:
@@ -113,3 +113,11 @@ async def test_live_daemon_replies_have_exactly_the_described_shapes(daemon: Dae
         await c.request("kill", session=info["id"])
     finally:
         await c.close()
+
+
+def test_the_client_returns_the_types_the_daemon_builds() -> None:
+    """One description: the client re-exports the daemon's TypedDicts, it does not keep copies that could drift."""
+    from vibest_pty import shapes
+
+    for name in SHAPES:
+        assert getattr(pyclient, name) is getattr(shapes, name), name

@@ -26,10 +26,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import protocol
+from . import protocol, shapes
 from .flow import Slot
 from .osc133 import CommandEvent, ShellTracker
 from .protocol import ProtocolError
+from .shapes import SessionCreatedEvent, SessionExitedEvent, SessionRemovedEvent, ShellFields
 
 if TYPE_CHECKING:
     from .server import Connection
@@ -129,11 +130,10 @@ class SessionAgent:
         self._wakers.append(f)
         await f
 
-    def info(self) -> dict[str, Any]:
-        i = self.tracker.info()
+    def info(self) -> ShellFields:
         last = self.tracker.last
         return {
-            "shell_state": i["shell_state"],
+            "shell_state": self.tracker.state,
             "shell_integration": self.injected,
             "last_command": None if last is None else {
                 "command": last.command, "exit_code": last.exit_code, "started_at": last.started_at,
@@ -142,8 +142,8 @@ class SessionAgent:
         }
 
 
-def event_message(sid: int, ev: CommandEvent) -> dict[str, Any]:
-    msg: dict[str, Any] = {"type": "command", "session": sid, "phase": ev.phase, "seq": ev.seq, "offset": ev.offset}
+def event_message(sid: int, ev: CommandEvent) -> shapes.CommandEvent:
+    msg: shapes.CommandEvent = {"type": "command", "session": sid, "phase": ev.phase, "seq": ev.seq, "offset": ev.offset}
     if ev.command is not None:
         msg["command"] = ev.command
     if ev.exit_code is not None:
@@ -159,23 +159,23 @@ class Hub:
     def __init__(self) -> None:
         self.watchers: dict[int, Connection] = {}
 
-    def _send(self, msg: dict[str, Any], skip_attached_to: int | None = None) -> None:
+    def _send(self, msg: shapes.DaemonEvent, skip_attached_to: int | None = None) -> None:
         for conn in tuple(self.watchers.values()):
             if skip_attached_to is not None and skip_attached_to in conn.subs:
                 continue  # it gets the event in stream order with the output
             conn.send_control(msg)
 
     def created(self, session: Session) -> None:
-        self._send({"type": "session_created", "session": session.id, "info": session.info()})
+        self._send(SessionCreatedEvent(type="session_created", session=session.id, info=session.info()))
 
     def exited(self, session: Session) -> None:
-        self._send({"type": "session_exited", "session": session.id, "code": session.exit_code,
-                    "signal": session.exit_signal})
+        self._send(SessionExitedEvent(type="session_exited", session=session.id, code=session.exit_code,
+                                      signal=session.exit_signal))
 
     def removed(self, sid: int) -> None:
-        self._send({"type": "session_removed", "session": sid})
+        self._send(SessionRemovedEvent(type="session_removed", session=sid))
 
-    def command_end(self, session: Session, msg: dict[str, Any]) -> None:
+    def command_end(self, session: Session, msg: shapes.CommandEvent) -> None:
         self._send(msg, skip_attached_to=session.id)
 
 

@@ -44,145 +44,47 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict, cast
 
-from . import protocol
+from . import protocol, shapes
 from .config import default_socket_path
 from .protocol import FrameDecoder, Malformed
+from .shapes import (
+    AttachResult,
+    BackpressureWarningEvent,
+    CommandEvent,
+    EmulatorStats,
+    ErrorEvent,
+    ExitEvent,
+    HelloInfo,
+    LastCommand,
+    ListPage,
+    OutputEvent,
+    QueueStats,
+    SessionCreatedEvent,
+    SessionExitedEvent,
+    SessionInfo,
+    SessionRemovedEvent,
+    ShutdownEvent,
+    Snapshot,
+    Stats,
+)
+
+__all__ = [
+    "AttachResult", "BackpressureWarningEvent", "Client", "CloseEvent", "CommandEvent", "ConnectionClosed",
+    "DisconnectEvent", "EmulatorStats", "ErrorEvent", "Event", "EventQueue", "ExitEvent", "Handler", "HelloInfo",
+    "LastCommand", "ListPage", "OutputEvent", "PtyError", "QueueStats", "ReconnectEvent", "ResyncEvent",
+    "SessionCreatedEvent", "SessionExitedEvent", "SessionInfo", "SessionRemovedEvent", "SessionState",
+    "ShutdownEvent", "Snapshot", "Stats", "UntrustedServer", "check_peer", "connect", "wait_for_connection",
+]
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 # ---------------------------------------------------------------------------------------------------------------
-# Typed shapes (docs/protocol.md). TypedDicts, so a result is still the dict it always was (`info["id"]`).
+# Typed shapes: what the daemon sends is described once, in shapes.py (shared with the daemon), and re-exported
+# here (`from vibest_pty.client import SessionInfo`). TypedDicts, so a result is still the dict it always was.
 
 
-class SessionInfo(TypedDict):
-    id: int
-    pid: int
-    command: builtins.list[str]
-    name: str
-    tags: dict[str, str]
-    cwd: str
-    title: str
-    cols: int
-    rows: int
-    created_at: float
-    last_attached_at: float | None
-    running: bool
-    exit_code: int | None
-    exit_signal: int | None
-    clients: int
-    process: str  # the terminal's foreground program (its process group leader's name)
-    shell_state: str  # "prompt" | "running" | "unknown" (shell integration, docs/protocol.md "Agents")
-    shell_integration: bool
-    last_command: LastCommand | None
-
-
-class LastCommand(TypedDict):
-    command: str | None
-    exit_code: int | None
-    started_at: float
-    finished_at: float | None
-    cwd: str | None
-
-
-class Snapshot(TypedDict):
-    data: bytes
-    offset: int
-    cols: int
-    rows: int
-    cursor: builtins.list[int]
-    cursor_visible: bool
-    alt_screen: bool
-    modes: dict[str, bool]
-    title: str
-    cwd: str | None
-    scrollback_lines: int
-
-
-class QueueStats(TypedDict, total=False):
-    session: int
-    connection: int
-    events: int
-    bytes: int
-    level: str
-    discarded: int
-    resyncs: int
-    warnings: int
-
-
-class Stats(TypedDict, total=False):
-    version: str
-    instance: str
-    upgrades: int
-    last_upgrade_pause_ms: float | None
-    uptime: float
-    connections: int
-    sessions: int
-    running: int
-    bytes_in: int
-    bytes_out: int
-    frames_out: int
-    rss: int
-    emulators: builtins.list[dict[str, int]]  # the emulator processes: pid, rss, sessions, restarts
-    emulators_rss: int
-    queues: builtins.list[QueueStats]
-
-
-class HelloInfo(TypedDict):
-    protocol: int
-    version: str
-    pid: int
-    features: builtins.list[str]
-    instance: str  # random per daemon start, kept across an in-place upgrade
-    started_at: float
-
-
-class AttachResult(TypedDict):
-    session: SessionInfo
-    offset: int
-    snapshot: NotRequired[Snapshot]
-    replay: NotRequired[bytes]
-
-
-class OutputEvent(TypedDict):
-    type: Literal["output"]
-    session: int
-    data: bytes
-    offset: int
-
-
-class ExitEvent(TypedDict):
-    type: Literal["exit"]
-    session: int
-    code: int | None
-    signal: int | None
-
-
-class ResyncEvent(TypedDict):
-    type: Literal["resync"]
-    session: int
-    snapshot: Snapshot
+class ResyncEvent(shapes.ResyncEvent):
     reason: NotRequired[str]  # set by this client: "reconnect" or "requested" (resync()); absent from the daemon
-
-
-class BackpressureWarningEvent(TypedDict):
-    type: Literal["backpressure_warning"]
-    session: int
-    queue_size: int
-    level: str
-
-
-class ShutdownEvent(TypedDict):
-    type: Literal["shutdown"]
-    reason: str
-
-
-class ErrorEvent(TypedDict):
-    type: Literal["error"]
-    id: None
-    code: str
-    message: str
-    request: NotRequired[str]
-    session: NotRequired[int]
 
 
 class CloseEvent(TypedDict):
@@ -206,6 +108,7 @@ class ReconnectEvent(TypedDict):
 
 
 Event = (OutputEvent | ExitEvent | ResyncEvent | BackpressureWarningEvent | ShutdownEvent | ErrorEvent
+         | CommandEvent | SessionCreatedEvent | SessionExitedEvent | SessionRemovedEvent
          | CloseEvent | DisconnectEvent | ReconnectEvent)
 # Handlers and the queue see events as plain dicts (their `type` tells which TypedDict above applies).
 Handler = Callable[[dict[str, Any]], None]

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from .feed import Command
+from .shapes import EmulatorStats
 
 if TYPE_CHECKING:
     from .feed import Feed
@@ -221,7 +222,7 @@ class _Member:
         self._close()  # the member sees EOF and exits
         self._reap()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> EmulatorStats:
         return {"pid": self.pid, "rss": _rss(self.pid), "sessions": len(self.sessions), "restarts": self.restarts}
 
 
@@ -284,7 +285,7 @@ class EmulatorPool:
             elif kind == "reply":
                 feed.on_reply(ev[2])
 
-    def stats(self) -> list[dict[str, Any]]:
+    def stats(self) -> list[EmulatorStats]:
         return [m.stats() for m in self.members]
 
     def stop(self) -> None:

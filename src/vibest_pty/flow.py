@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import protocol
+from .shapes import BackpressureWarningEvent, ResyncEvent, Snapshot, SubscriberStats
 
 GREEN, YELLOW, RED = "green", "yellow", "red"
 
@@ -40,7 +41,7 @@ class Sink(Protocol):
     def subscriber_ready(self, sub: Subscriber) -> None:
         """The subscriber has something to send: put it in the writer's rotation."""
 
-    def send_control(self, message: dict[str, Any]) -> None:
+    def send_control(self, message: Mapping[str, Any]) -> None:
         """Queue a message ahead of all output (warnings)."""
 
     def overflowed(self, sub: Subscriber) -> None:
@@ -62,7 +63,7 @@ class Subscriber:
         session_id: int,
         sink: Sink,
         limits: FlowLimits,
-        snapshot_fn: Callable[[Callable[[dict[str, Any] | Exception], None]], int],
+        snapshot_fn: Callable[[Callable[[Snapshot | Exception], None]], int],
     ) -> None:
         self.session_id = session_id
         self.sink = sink
@@ -150,10 +151,9 @@ class Subscriber:
             return
         self.level = level
         self.warnings += 1
-        self.sink.send_control(
-            {"type": "backpressure_warning", "session": self.session_id, "queue_size": len(self.queue),
-             "level": level}
-        )
+        warning: BackpressureWarningEvent = {"type": "backpressure_warning", "session": self.session_id,
+                                             "queue_size": len(self.queue), "level": level}
+        self.sink.send_control(warning)
 
     # -- consumer side (the connection's writer) -----------------------------------------------------------------
 
@@ -188,7 +188,7 @@ class Subscriber:
             return frame
         return None
 
-    def _resync_ready(self, snapshot: dict[str, Any] | Exception) -> None:
+    def _resync_ready(self, snapshot: Snapshot | Exception) -> None:
         if self.closed:
             return  # detached while the snapshot was made: nobody to send it to
         if self.resync_pending:
@@ -198,10 +198,11 @@ class Subscriber:
                                                        "resync", self.session_id))
         else:
             self.resyncs += 1
-            self.head = protocol.encode({"type": "resync", "session": self.session_id, "snapshot": snapshot})
+            resync: ResyncEvent = {"type": "resync", "session": self.session_id, "snapshot": snapshot}
+            self.head = protocol.encode(resync)
         self.release()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> SubscriberStats:
         return {"session": self.session_id, "events": len(self.queue), "bytes": self.bytes, "level": self.level,
                 "discarded": self.discarded, "resyncs": self.resyncs, "warnings": self.warnings}
 

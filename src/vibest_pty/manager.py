@@ -7,7 +7,6 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from typing import Any
 
 from . import protocol
 from .agent import Hub, SessionAgent, new_nonce
@@ -17,6 +16,7 @@ from .protocol import CreateOptions, ProtocolError
 from .pty import spawn
 from .queries import parse_colors
 from .session import Counters, Session, SessionLimits, SessionSpec
+from .shapes import SessionInfo
 from .shell_integration import inject
 from .watchdog import Watchdog
 
@@ -180,7 +180,7 @@ class Manager:
         else:
             self.remove(sid)
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[SessionInfo]:
         return [s.info() for s in self.sessions.values()]
 
     async def shutdown(self, grace_s: float) -> None:

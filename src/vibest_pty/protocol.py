@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import signal as _signal
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import msgpack
 
 from .queries import parse_colors
+from .shapes import OutputEvent
 from .sizing import POLICIES
 
 PROTOCOL_VERSION: Final = 1
@@ -77,13 +78,13 @@ class FrameError(ProtocolError):
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 
 
-def pack(message: dict[str, Any]) -> bytes:
-    """The MessagePack payload of `message` (no length prefix)."""
+def pack(message: Mapping[str, Any]) -> bytes:
+    """The MessagePack payload of `message` (no length prefix); a shapes.py TypedDict is a Mapping."""
     body: bytes = _packer.pack(message)
     return body
 
 
-def encode(message: dict[str, Any]) -> bytes:
+def encode(message: Mapping[str, Any]) -> bytes:
     """One frame: u32 big-endian length, then the MessagePack map."""
     body = pack(message)
     return _HEADER.pack(len(body)) + body
@@ -91,7 +92,8 @@ def encode(message: dict[str, Any]) -> bytes:
 
 def encode_output(session: int, offset: int, data: bytes) -> bytes:
     """The hot path's frame (encoded once per chunk, shared by every subscriber)."""
-    return encode({"type": "output", "session": session, "data": data, "offset": offset})
+    event: OutputEvent = {"type": "output", "session": session, "data": data, "offset": offset}
+    return encode(event)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import stat
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from . import __version__, agent, protocol
@@ -29,6 +29,7 @@ from .flow import FlowLimits, Outbox, OutboxLimits, Slot, State, Subscriber
 from .manager import Manager
 from .protocol import FrameDecoder, FrameError, Malformed, ProtocolError
 from .session import Session
+from .shapes import HelloInfo, ListPage, QueueStats, SessionInfo, ShutdownEvent, Snapshot, Stats
 from .watchdog import Watchdog
 
 log = logging.getLogger("vibest_pty.server")
@@ -42,7 +43,7 @@ CLOSE_TIMEOUT_S = 5.0
 LIST_PAGE_BYTES = 1024 * 1024
 _PEERCRED = struct.Struct("3i")
 
-Reply = dict[str, Any] | Slot | None  # None: the handler replies later itself (agent.py: run, wait)
+Reply = Mapping[str, Any] | Slot | None  # None: the handler replies later itself (agent.py: run, wait)
 
 
 class StartupError(Exception):
@@ -164,7 +165,7 @@ class Connection(asyncio.Protocol):
         if rid is not None and result is not None and not isinstance(result, Slot):
             self.send_control(protocol.ok(rid, **result))
 
-    def _hello(self, msg: dict[str, Any]) -> Reply:
+    def _hello(self, msg: dict[str, Any]) -> HelloInfo:
         version = msg.get("protocol", protocol.PROTOCOL_VERSION)
         if version != protocol.PROTOCOL_VERSION or type(version) is not int:
             raise ProtocolError(protocol.UNSUPPORTED_PROTOCOL, f"protocol {version!r} is not supported (1 is)")
@@ -215,12 +216,12 @@ class Connection(asyncio.Protocol):
 
     def _reply_with_snapshot(
         self, session: Session, rid: int, request: str,
-        fields: Callable[[dict[str, Any]], dict[str, Any]], then: Callable[[], None] | None = None,
+        fields: Callable[[Snapshot], Mapping[str, Any]], then: Callable[[], None] | None = None,
     ) -> Slot:
         """A reply slot filled when the emulator process has made the session's snapshot."""
         slot = self.outbox.reserve()
 
-        def done(snapshot: dict[str, Any] | Exception) -> None:
+        def done(snapshot: Snapshot | Exception) -> None:
             if isinstance(snapshot, Exception):
                 frame = protocol.encode(protocol.error(
                     rid, protocol.INTERNAL, f"snapshot failed: {snapshot}", request, session.id))
@@ -306,12 +307,12 @@ class Connection(asyncio.Protocol):
         protocol.get_int(msg, "count", hi=2**63 - 1, default=0)
         return {}
 
-    def _list(self, msg: dict[str, Any]) -> Reply:
+    def _list(self, msg: dict[str, Any]) -> ListPage:
         """Sessions in id order, one page of at most LIST_PAGE_BYTES: a reply is never built larger than the
         peer can take (20 peers listing 9 MiB-tagged sessions and never reading cost 342 MiB, issue #11 item 3).
         `next` (when more remain) is the `after` of the next page."""
         after = protocol.get_int(msg, "after", default=0)
-        sessions: list[dict[str, Any]] = []
+        sessions: list[SessionInfo] = []
         room = LIST_PAGE_BYTES
         for sid, session in self.manager.sessions.items():  # ids ascend: the dict is in creation order
             if sid <= after:
@@ -332,7 +333,7 @@ class Connection(asyncio.Protocol):
             return {}  # no one to send it to
         return self._reply_with_snapshot(session, rid, "snapshot", lambda snap: {"snapshot": snap})
 
-    def _stats(self, msg: dict[str, Any]) -> Reply:
+    def _stats(self, msg: dict[str, Any]) -> Stats:
         return self.server.stats()
 
     def _prune(self, msg: dict[str, Any]) -> Reply:
@@ -340,7 +341,7 @@ class Connection(asyncio.Protocol):
 
     # -- writer (flow.Sink) -------------------------------------------------------------------------------------
 
-    def send_control(self, message: dict[str, Any]) -> None:
+    def send_control(self, message: Mapping[str, Any]) -> None:
         if self.outbox.state is State.OPEN:
             self.outbox.send(protocol.encode(message))
             self._schedule()
@@ -413,7 +414,7 @@ class Connection(asyncio.Protocol):
             transport.close()  # flushes what is buffered; a peer that never reads is cut off after a while
             self.server.loop.call_later(CLOSE_TIMEOUT_S, transport.abort)
 
-    def send_now(self, message: dict[str, Any]) -> None:
+    def send_now(self, message: Mapping[str, Any]) -> None:
         """Write bypassing the queues (shutdown), after the replies that are ready."""
         if self.transport is not None and self.outbox.state in (State.OPEN, State.FAILING):
             self.transport.write(self.outbox.take_control() + protocol.encode(message))
@@ -524,7 +525,7 @@ class Server:
         with contextlib.suppress(OSError):
             os.unlink(self.config.socket_path)
         for conn in list(self.connections.values()):
-            conn.send_now({"type": "shutdown", "reason": reason})
+            conn.send_now(ShutdownEvent(type="shutdown", reason=reason))
         await self.manager.shutdown(self.config.kill_grace_ms / 1000)
         self.worker.stop()
         for conn in list(self.connections.values()):
@@ -545,8 +546,8 @@ class Server:
         if not self.connections:
             self._no_connections.set()
 
-    def stats(self) -> dict[str, Any]:
-        queues = []
+    def stats(self) -> Stats:
+        queues: list[QueueStats] = []
         for conn in self.connections.values():
             for sub in conn.subs.values():
                 queues.append({"connection": conn.id, **sub.stats()})

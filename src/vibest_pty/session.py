@@ -19,7 +19,7 @@ import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import protocol
 from .emulator_host import colors_to_wire
@@ -30,6 +30,7 @@ from .protocol import ProtocolError
 from .pty import Child, foreground_pgrp, set_winsize
 from .queries import DEFAULT_COLORS, Colors, Query, QueryFilter, Segment, for_emulator, parse_colors
 from .replay import ReplayWindow
+from .shapes import ExitEvent, SessionInfo, ShellFields, Snapshot
 from .sizing import SizePolicy
 
 if TYPE_CHECKING:
@@ -47,7 +48,8 @@ EXIT_DRAIN_S = 0.1
 EXIT_DRAIN_READS = 64  # at most 4 MiB taken then
 SNAPSHOT_FRAME_MARGIN = 64 * 1024  # room in a frame for the reply around a snapshot's data (session info, modes)
 
-SnapshotDone = Callable[["dict[str, Any] | Exception"], None]
+SnapshotDone = Callable[["Snapshot | Exception"], None]
+NO_SHELL: ShellFields = {"shell_state": "unknown", "shell_integration": False, "last_command": None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,8 +350,7 @@ class Session:
         self.input.clear()
         os.close(self._fd)  # the slave side gets a hangup: a lingering grandchild sees EOF/SIGHUP
         self._fd = -1
-        frame = protocol.encode({"type": "exit", "session": self.id, "code": self.exit_code,
-                                 "signal": self.exit_signal})
+        frame = protocol.encode(self._exit_event())
         for sub in tuple(self.subscribers.values()):
             sub.push_exit(frame)
         log.info("session %d exited (code=%s signal=%s)", self.id, self.exit_code, self.exit_signal)
@@ -455,7 +456,8 @@ class Session:
             if isinstance(st, Exception):
                 done(st)
                 return
-            done({**st, "offset": offset, "cwd": st.get("cwd") or self.cwd()})
+            # The emulator process's map (emulator.ScreenState.to_wire) crosses a process boundary untyped.
+            done(cast(Snapshot, {**st, "offset": offset, "cwd": st.get("cwd") or self.cwd()}))
 
         self.feed.snapshot(finished, bounded=bounded)
         return offset
@@ -465,14 +467,17 @@ class Session:
         self._flush_pending()
         return self.feed.text(which, done)
 
-    def info(self) -> dict[str, Any]:
+    def _exit_event(self) -> ExitEvent:
+        return {"type": "exit", "session": self.id, "code": self.exit_code, "signal": self.exit_signal}
+
+    def info(self) -> SessionInfo:
         return {
             "id": self.id, "pid": self.pid, "command": self.command, "name": self.name, "tags": self.tags,
             "cwd": self.cwd(), "title": self.title, "cols": self.cols, "rows": self.rows,
             "created_at": self.created_at, "last_attached_at": self.last_attached_at, "running": self.running,
             "exit_code": self.exit_code, "exit_signal": self.exit_signal, "clients": len(self.subscribers),
             "process": self.process(),
-            **(self.agent.info() if self.agent is not None else {}),
+            **(self.agent.info() if self.agent is not None else NO_SHELL),
         }
 
     def process(self) -> str:
@@ -495,8 +500,7 @@ class Session:
         self.subscribers[conn_id] = sub
         self.last_attached_at = time.time()
         if not self.running:
-            sub.push_exit(protocol.encode({"type": "exit", "session": self.id, "code": self.exit_code,
-                                           "signal": self.exit_signal}))
+            sub.push_exit(protocol.encode(self._exit_event()))
         return sub
 
     def unsubscribe(self, conn_id: int) -> Subscriber | None:

@@ -81,7 +81,6 @@ export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env): string 
 type State = "idle" | "connecting" | "open" | "reconnecting" | "closed";
 
 interface Pending {
-  type: string;
   resolve: (msg: Message) => void;
   reject: (err: PtyDaemonError) => void;
   /** Runs synchronously when the ok is dispatched, before any later frame (keeps offsets in order). */
@@ -685,7 +684,7 @@ export class PtyDaemonClient extends TypedEmitter {
   ): Promise<Message> {
     const id = this.nextId++;
     return new Promise<Message>((resolve, reject) => {
-      const pending: Pending = { type, resolve, reject };
+      const pending: Pending = { resolve, reject };
       if (opts.onOk) pending.onOk = opts.onOk;
       if (opts.onError) pending.onError = opts.onError;
       let frame: Uint8Array;

@@ -11,11 +11,15 @@ export type ProtocolErrorCode =
   | "spawn_failed"
   | "unsupported_protocol"
   | "unauthorized"
-  | "internal";
+  | "internal"
+  | "read_only"
+  | "busy"
+  | "timeout"
+  | "no_shell_integration";
 
 /**
  * SDK codes: `connection_lost` (the request was sent but the connection dropped before its reply: it may or may not
- * have been applied), `closed` (the client is closed), `timeout` (waitForConnection gave up), `not_connected`,
+ * have been applied), `closed` (the client is closed), `timeout` (waitForConnection gave up),
  * `untrusted_server` (the socket or its directory may belong to another user: see trust.ts),
  * `daemon_restarted` (a reconnect reached another daemon instance: the session is gone, not re-attached by id).
  */
@@ -23,7 +27,6 @@ export type ClientErrorCode =
   | "connection_lost"
   | "closed"
   | "timeout"
-  | "not_connected"
   | "untrusted_server"
   | "daemon_restarted";
 

@@ -38,7 +38,8 @@ export interface ResyncEvent {
    */
   snapshot: Snapshot;
   /**
-   * `backpressure`: the daemon discarded this client's backlog because its queue was full.
+   * `backpressure`: sent by the daemon, which discarded this client's backlog: its queue was full, or the session's
+   * emulator process was restarted (the terminal state was rebuilt from the replay window).
    * `reconnect`: after a reconnect the missed output was older than the daemon's replay window.
    */
   reason: "backpressure" | "reconnect";

@@ -168,6 +168,17 @@ export interface QueueStats {
   warnings: number;
 }
 
+/** One emulator process of the daemon's pool. */
+export interface EmulatorStats {
+  pid: number;
+  /** Resident bytes. */
+  rss: number;
+  /** Sessions whose emulators it runs. */
+  sessions: number;
+  /** Times it was restarted after a crash (its sessions rebuilt from their replay windows). */
+  restarts: number;
+}
+
 export interface Stats {
   version: string;
   /** The daemon's identity (HelloInfo.instance). */
@@ -185,8 +196,8 @@ export interface Stats {
   /** Frames written to clients. */
   frames_out: number;
   rss: number;
-  /** The emulator processes: pid, rss, sessions, restarts (docs/architecture.md, "Processes"). */
-  emulators: Record<string, number>[];
+  /** The emulator processes (docs/architecture.md, "Processes"). */
+  emulators: EmulatorStats[];
   /** Their RSS summed (bytes); `rss` is the daemon's own. */
   emulators_rss: number;
   queues: QueueStats[];

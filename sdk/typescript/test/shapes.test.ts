@@ -8,13 +8,13 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
-import { createClient, type HelloInfo, type LastCommand, type PtyDaemonClient, type QueueStats, type SessionInfo, type Snapshot, type Stats } from "@vibest/pty-daemon";
+import { createClient, type EmulatorStats, type HelloInfo, type LastCommand, type PtyDaemonClient, type QueueStats, type SessionInfo, type Snapshot, type Stats } from "@vibest/pty-daemon";
 
 import { Daemon, ROOT, sleep } from "./helpers.js";
 
 const FILE = join(ROOT, "tests", "vectors", "shapes.json");
 const SHAPES = (JSON.parse(readFileSync(FILE, "utf8")) as { shapes: Record<string, Record<string, string>> }).shapes;
-const HINT = "update tests/vectors/shapes.json, src/vibest_pty/client.py and sdk/typescript/src/types.ts together";
+const HINT = "update tests/vectors/shapes.json, src/vibest_pty/shapes.py and sdk/typescript/src/types.ts together";
 
 /** Every key of T, each exactly once: a missing or extra key is a compile error (satisfies checks both). */
 type Exact<T> = { [K in keyof T]-?: true };
@@ -39,6 +39,7 @@ const TYPE_KEYS: Record<string, Record<string, true>> = {
     session: true, connection: true, events: true, bytes: true, level: true, discarded: true, resyncs: true,
     warnings: true,
   } satisfies Exact<QueueStats>,
+  EmulatorStats: { pid: true, rss: true, sessions: true, restarts: true } satisfies Exact<EmulatorStats>,
   Stats: {
     version: true, instance: true, upgrades: true, last_upgrade_pause_ms: true, uptime: true, connections: true, sessions: true, running: true, bytes_in: true, bytes_out: true,
     frames_out: true, rss: true, emulators: true, emulators_rss: true, queues: true,
