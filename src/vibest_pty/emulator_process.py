@@ -21,7 +21,6 @@ available, runs one unit of work, writes the events, and exits when the daemon c
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -230,6 +229,8 @@ class EmulatorPool:
     """A feed Backend: sessions' emulators in `size` worker processes."""
 
     def __init__(self, size: int | None = None, on_rebuilt: Callable[[int], None] = lambda sid: None) -> None:
+        import asyncio  # here, not at the top: a member (`-m` this module) never needs it (6 MiB of its ~28 MiB RSS)
+
         self.loop = asyncio.get_running_loop()
         self.size = size or pool_size()
         self.members: list[_Member] = []
@@ -244,6 +245,8 @@ class EmulatorPool:
         and warm up (2 s of wall time on this busy 2-core box), and a first session's programs would otherwise wait
         that long for their queries' answers (vim's termresponse arrives after its timer, and it redraws late).
         The daemon itself still imports no emulator code."""
+        import asyncio
+
         if not self.members:
             self.members.append(_Member(self, 0))
         try:
