@@ -32,16 +32,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.keys = min(args.keys, 500)
     res: dict[str, Any] = {"keys": args.keys}
-    with common.Daemon() as d:
-        b = d.client()
+    with common.new_daemon() as d:
+        b = common.client(d)
         sid = b.create(shell="/bin/sh", args=["-c", CMD], attach=True)["id"]
         res["baseline_direct"] = summarize(echo_direct(args.keys))
         res["baseline"] = summarize(daemon_echo_loop(b, sid, args.keys))
-        a = common.SyncClient(d.socket, rcvbuf=4096)
+        a = common.client(d, rcvbuf=4096)
         a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         a.send({"type": "create", "id": 1, "options": {"shell": "yes", "attach": True}})
         time.sleep(1.0)
-        probe = d.client()
+        probe = common.client(d)
         s0 = probe.request("stats")
         cpu0, t0 = common.cpu_seconds(d.pid), time.perf_counter()
         res["flood"] = summarize(daemon_echo_loop(b, sid, args.keys))

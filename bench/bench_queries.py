@@ -18,7 +18,7 @@ import workloads
 
 
 def flood(d: common.Daemon, path: str, cols: int, rows: int, queries: str) -> float:
-    c = d.client()
+    c = common.client(d)
     try:
         sid = c.create(shell="/bin/sh", args=["-c", f"read go; exec cat '{path}'"], cols=cols, rows=rows,
                        attach=True, queries=queries)["id"]
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     res: dict[str, Any] = {"size_mb": args.size_mb, "runs": args.runs, "mbps": {}}
-    with tempfile.TemporaryDirectory() as tmp, common.Daemon() as d:
+    with tempfile.TemporaryDirectory() as tmp, common.new_daemon() as d:
         for name in args.workloads.split(","):
             _, cols, rows = workloads.WORKLOADS[name]
             path = os.path.join(tmp, name)

@@ -130,7 +130,7 @@ class FrameDecoder:
         """Bytes received but not yet decoded (a partial frame)."""
         return len(self._buf) - self._pos
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         if self._pos and self._pos == len(self._buf):
             self._buf.clear()
             self._pos = 0

@@ -6,11 +6,11 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { createClient, type EmulatorStats, type HelloInfo, type LastCommand, type PtyDaemonClient, type QueueStats, type SessionInfo, type Snapshot, type Stats } from "@vibest/pty-daemon";
+import { type EmulatorStats, type HelloInfo, type LastCommand, type PtyDaemonClient, type QueueStats, type SessionInfo, type Snapshot, type Stats } from "@vibest/pty-daemon";
 
-import { Daemon, ROOT, sleep } from "./helpers.js";
+import { Daemon, ROOT, daemonForFile, sleep } from "./helpers.js";
 
 const FILE = join(ROOT, "tests", "vectors", "shapes.json");
 const SHAPES = (JSON.parse(readFileSync(FILE, "utf8")) as { shapes: Record<string, Record<string, string>> }).shapes;
@@ -99,16 +99,10 @@ test("the SDK's types have exactly the fields of each shape in tests/vectors/sha
 let daemon: Daemon;
 let client: PtyDaemonClient;
 
-before(async () => {
-  daemon = await Daemon.start();
-  client = createClient({ socketPath: daemon.socket, reconnect: false });
-  await client.waitForConnection();
-});
-
-after(async () => {
-  await client?.close();
-  await daemon?.cleanup();
-});
+daemonForFile((d, c) => {
+  daemon = d;
+  client = c;
+}, {}, { reconnect: false });
 
 test("a live daemon's replies have exactly the shapes of tests/vectors/shapes.json", async () => {
   const strip = ({ type: _t, id: _i, ...rest }: Record<string, unknown>) => rest;
