@@ -388,6 +388,7 @@ def take_state() -> dict[str, Any] | None:
     finally:
         os.close(fd)
     state: dict[str, Any] = pickle.loads(b"".join(chunks))
+    state["loaded"] = time.monotonic()  # the new interpreter is up and has imported the daemon's code
     if state.get("format") not in READS_FORMATS:
         raise RuntimeError(f"upgrade state format {state.get('format')} is not one this version reads")
     return state
@@ -438,5 +439,6 @@ async def restore(srv: Server, state: dict[str, Any]) -> None:
                 requester[1], version=__version__, previous_version=previous, pid=os.getpid(), pause_ms=pause_ms)))
         conn.send_control(event)
         conn.resume_after_restore()
-    log.info("upgraded in place %s -> %s (pid %d, %d sessions, %d connections, pause %.1f ms)",
-             previous, __version__, os.getpid(), len(sessions), len(conns), pause_ms)
+    log.info("upgraded in place %s -> %s (pid %d, %d sessions, %d connections, pause %.1f ms: the new code "
+             "started and imported in %.1f ms)", previous, __version__, os.getpid(), len(sessions), len(conns),
+             pause_ms, (state.get("loaded", state["t0"]) - state["t0"]) * 1000)
