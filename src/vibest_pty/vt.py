@@ -249,30 +249,47 @@ def _grid_ref(t: Term, x: int, y: int, tag: int) -> Any:
     return ref
 
 
+ROW_BLOCK = 256  # rows read per grid-ref lookup when they lie in one page
+
+
 def orphan_continuations(t: Term, first: int, last: int) -> list[int]:
     """Screen rows in first..last flagged as a soft-wrap continuation whose previous row is not wrapped (scroll
-    regions leave rows so). One grid ref and row handle are reused: this walks every row of a 10k-line history
-    on attach (3-4 calls a row)."""
-    grid_ref, row_of, row_get = _grid_ref_fn(), _lib.ghostty_grid_ref_row, _lib.ghostty_row_get
-    wrap, cont = _lib.GHOSTTY_ROW_DATA_WRAP, _lib.GHOSTTY_ROW_DATA_WRAP_CONTINUATION
+    regions leave rows so). This walks every row of a 10k-line history on attach, so it makes 2 calls a row: a
+    grid ref is looked up once per block of ROW_BLOCK rows when the block's last row is in the same page as its
+    first (a page holds consecutive rows), the next rows then being the same page's following ones; and both
+    flags are read with one get_multi."""
+    grid_ref, row_of, row_get_multi = _grid_ref_fn(), _lib.ghostty_grid_ref_row, _lib.ghostty_row_get_multi
     pt = _ffi.new("GhosttyPointS*")
     pt.tag = _lib.GHOSTTY_POINT_TAG_SCREEN
     pt.value.x = 0
     ref = _new_sized("GhosttyGridRef")
+    probe = _new_sized("GhosttyGridRef")
     row = _ffi.new("GhosttyRow*")
-    flag = _ffi.new("bool*")
+    keys = _ffi.new("GhosttyRowData[2]", [_lib.GHOSTTY_ROW_DATA_WRAP, _lib.GHOSTTY_ROW_DATA_WRAP_CONTINUATION])
+    flags = _ffi.new("bool[2]")
+    values = _ffi.new("void*[2]", [_ffi.addressof(flags, 0), _ffi.addressof(flags, 1)])
     out = []
     prev_wrap = False
-    for y in range(max(first - 1, 0), last + 1):
+    y = max(first - 1, 0)
+    while y <= last:
+        end = min(y + ROW_BLOCK, last + 1)  # rows y..end-1
         pt.value.y = y
-        if grid_ref(t, pt[0], ref) or row_of(ref, row):
+        if grid_ref(t, pt[0], ref):
             raise EmulatorError(f"grid ref of row {y} failed")
-        if not prev_wrap and y >= first:
-            row_get(row[0], cont, flag)
-            if flag[0]:
-                out.append(y)
-        row_get(row[0], wrap, flag)
-        prev_wrap = bool(flag[0])
+        pt.value.y = end - 1
+        if grid_ref(t, pt[0], probe):
+            raise EmulatorError(f"grid ref of row {end - 1} failed")
+        if probe.node != ref.node or probe.y != ref.y + (end - 1 - y):
+            end = y + 1  # the block crosses a page: this row alone, the next block starts after it
+        base = ref.y
+        for i in range(end - y):
+            ref.y = base + i
+            if row_of(ref, row) or row_get_multi(row[0], 2, keys, values, _ffi.NULL):
+                raise EmulatorError(f"row {y + i} failed")
+            if not prev_wrap and flags[1] and y + i >= first:
+                out.append(y + i)
+            prev_wrap = bool(flags[0])
+        y = end
     return out
 
 
