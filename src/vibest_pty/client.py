@@ -1,6 +1,6 @@
 """Asyncio client for the daemon, on the same sans-I/O codec: requests as coroutines, events as a queue or
-callbacks, per-session offsets, and reconnection with `since`. Used by the `vibest-pty` command, the benchmarks
-and the test suites.
+callbacks, per-session offsets, and reconnection with `since`. Used by the `vibest-pty` command and the test
+suites (the benchmarks use the leaner blocking RawPeer of vibest_pty.testing, so they measure the daemon).
 
 The methods are the TypeScript SDK's (sdk/typescript/src/client.ts) in snake_case:
 
@@ -689,7 +689,7 @@ class Client:
     async def unwatch(self) -> None:
         await self.request("unwatch")
 
-    # The first names of this client, kept for its users (tests, benchmarks).
+    # The first names of this client, kept for its users (the CLI, the tests).
     create = create_session
     attach = attach_session
     detach = detach_session
