@@ -25,11 +25,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common
 import workloads
 
+from vibest_pty import protocol
+
 LINES = 10_500
 MARK = "__FILLED__"
 
 
-def fill_session(c: common.SyncClient, path: str, cols: int = 80, rows: int = 24) -> int:
+def fill_session(c: common.RawPeer, path: str, cols: int = 80, rows: int = 24) -> int:
     """Create a session that cats `path`, prints a mark and waits (cat); returns its id once the mark was seen."""
     sid = c.create(shell="/bin/sh", args=["-c", f"cat '{path}'; printf '{MARK}'; exec cat"], cols=cols, rows=rows,
                    attach=True)["id"]
@@ -55,27 +57,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f.write(workloads.scrollback_lines(LINES))
     res: dict[str, Any] = {"lines_written": LINES, "n": args.n}
     try:
-        with common.Daemon({"RUST_PTY_SCROLLBACK_LINES": "10000"}) as d:
-            c = d.client()
+        with common.new_daemon({"RUST_PTY_SCROLLBACK_LINES": "10000"}) as d:
+            c = common.client(d)
             sid = fill_session(c, path)
-            c2 = d.client()
+            c2 = common.client(d)
             times = []
             snap_size = frame_size = 0
             snap_lines = 0
             for _ in range(args.n):
                 t0 = time.perf_counter()
-                rid = c2.send_request("attach", session=sid, snapshot=True)
-                while True:
-                    if len(c2.buf) >= 4 and len(c2.buf) - 4 >= int.from_bytes(c2.buf[:4], "big"):
-                        frame_size = int.from_bytes(c2.buf[:4], "big") + 4
-                        msg = c2.next_message()
-                        if msg.get("id") == rid:
-                            break
-                        continue
-                    c2._fill()
+                msg = c2.reply(c2.send_request("attach", session=sid, snapshot=True))
                 times.append(time.perf_counter() - t0)
                 if msg["type"] != "ok":
                     raise RuntimeError(msg)
+                frame_size = len(protocol.encode(msg))  # the same bytes: msgpack packs a map one way
                 snap_size = len(msg["snapshot"]["data"])
                 snap_lines = msg["snapshot"]["scrollback_lines"]
                 c2.request("detach", session=sid)

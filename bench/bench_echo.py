@@ -83,7 +83,7 @@ def echo_direct(n: int) -> list[float]:
         os.close(fd)
 
 
-def daemon_echo_loop(c: common.SyncClient, sid: int, n: int) -> list[float]:
+def daemon_echo_loop(c: common.RawPeer, sid: int, n: int) -> list[float]:
     """Echo round trips on a session running CMD that `c` is attached to."""
     c.sock.settimeout(10)
     while True:  # readiness
@@ -113,7 +113,7 @@ def daemon_echo_loop(c: common.SyncClient, sid: int, n: int) -> list[float]:
 
 
 def echo_daemon(d: common.Daemon, n: int) -> list[float]:
-    c = d.client()
+    c = common.client(d)
     try:
         sid = c.create(shell="/bin/sh", args=["-c", CMD], attach=True)["id"]
         lat = daemon_echo_loop(c, sid, n)
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.keys = min(args.keys, 500)
     tmux = None if args.no_tmux else common.ensure_tmux()
     runs: dict[str, list[dict[str, float]]] = {"direct": [], "daemon": [], "tmux": []}
-    with common.Daemon() as d:
+    with common.new_daemon() as d:
         for _ in range(args.runs):
             runs["direct"].append(summarize(echo_direct(args.keys)))
             runs["daemon"].append(summarize(echo_daemon(d, args.keys)))

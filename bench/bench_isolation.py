@@ -32,23 +32,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.keys = min(args.keys, 500)
     res: dict[str, Any] = {"keys": args.keys}
-    with common.Daemon() as d:
-        b = d.client()
+    with common.new_daemon() as d:
+        b = common.client(d)
         sid = b.create(shell="/bin/sh", args=["-c", CMD], attach=True)["id"]
         res["baseline_direct"] = summarize(echo_direct(args.keys))
         res["baseline"] = summarize(daemon_echo_loop(b, sid, args.keys))
-        a = common.SyncClient(d.socket, rcvbuf=4096)
+        a = common.client(d, rcvbuf=4096)
         a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         a.send({"type": "create", "id": 1, "options": {"shell": "yes", "attach": True}})
         time.sleep(1.0)
-        probe = d.client()
+        probe = common.client(d)
         s0 = probe.request("stats")
         cpu0, t0 = common.cpu_seconds(d.pid), time.perf_counter()
+        emu0 = common.cpu_with_emulators(d) - cpu0
         res["flood"] = summarize(daemon_echo_loop(b, sid, args.keys))
         cpu1, t1 = common.cpu_seconds(d.pid), time.perf_counter()
+        emu1 = common.cpu_with_emulators(d) - cpu1
         s1 = probe.request("stats")
         res["flood_mbps"] = (s1["bytes_out"] - s0["bytes_out"]) / (t1 - t0) / 1e6
-        res["daemon_cpu_share"] = (cpu1 - cpu0) / (t1 - t0)
+        res["daemon_cpu_share"] = (cpu1 - cpu0) / (t1 - t0)  # the daemon process (the loop) only
+        res["emulators_cpu_share"] = (emu1 - emu0) / (t1 - t0)  # its emulator processes, parsing the flood
         res["slow_client_queues"] = [q for q in s1["queues"] if q.get("session") != sid]
         res["flood_direct"] = summarize(echo_direct(args.keys))  # the machine's share: CPU taken by `yes`
         res["p50_ratio"] = res["flood"]["p50_ms"] / res["baseline"]["p50_ms"]

@@ -37,8 +37,8 @@ def _settle_rss(pid: int) -> int:
 
 
 def idle_daemon(seconds: float, n: int) -> dict[str, Any]:
-    with common.Daemon({"RUST_PTY_MAX_SESSIONS": str(n + 10)}) as d:
-        c = d.client()
+    with common.new_daemon({"RUST_PTY_MAX_SESSIONS": str(n + 10)}) as d:
+        c = common.client(d)
         for _ in range(n):
             c.create(shell="/bin/cat", attach=True)
         time.sleep(1.0)
@@ -98,8 +98,8 @@ def _total_rss(pid: int) -> tuple[int, int, int]:
 def memory_daemon(path: str, idle_n: int, full_n: int) -> dict[str, Any]:
     """Per-session figures count the daemon and its emulator processes together (the emulators live there)."""
     env = {"RUST_PTY_SCROLLBACK_LINES": "10000", "RUST_PTY_MAX_SESSIONS": str(idle_n + full_n + 10)}
-    with common.Daemon(env) as d:
-        c = d.client()
+    with common.new_daemon(env) as d:
+        c = common.client(d)
         empty, empty_emu, _ = _total_rss(d.pid)
         for _ in range(idle_n):
             c.create(shell="/bin/cat")

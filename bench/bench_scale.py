@@ -28,7 +28,7 @@ from bench_echo import CMD, daemon_echo_loop, summarize
 MB = 1 << 20
 
 
-def background(clients: list[common.SyncClient], targets: list[int], stop: threading.Event) -> None:
+def background(clients: list[common.RawPeer], targets: list[int], stop: threading.Event) -> None:
     """Every 100 ms each client sends one key to its session; all sockets are drained."""
     period = 0.1
     n = len(clients)
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     nofile = common.raise_nofile(max(65536, args.sessions * 4 + args.clients * 2 + 256))
     env = {"RUST_PTY_MAX_SESSIONS": str(args.sessions + 10), "RUST_PTY_MAX_CONNECTIONS": str(args.clients + 10)}
     res: dict[str, Any] = {"sessions": args.sessions, "clients": args.clients, "nofile": nofile}
-    with common.Daemon(env) as d:
-        c0 = d.client()
+    with common.new_daemon(env) as d:
+        c0 = common.client(d)
         esid = c0.create(shell="/bin/sh", args=["-c", CMD], attach=True)["id"]
         res["echo_empty"] = summarize(daemon_echo_loop(c0, esid, args.keys))
         rss0 = common.rss_bytes(d.pid)
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         res["create"] = {"total_s": total, "p50_ms": common.pct(lat, 50) * 1e3, "p99_ms": common.pct(lat, 99) * 1e3,
                          "first100_p50_ms": common.pct(lat[:100], 50) * 1e3,
                          "last100_p50_ms": common.pct(lat[-100:], 50) * 1e3}
-        clients = [d.client() for _ in range(args.clients)]
+        clients = [common.client(d) for _ in range(args.clients)]
         per = max(1, len(sids) // len(clients))
         targets = []
         for i, cl in enumerate(clients):

@@ -28,7 +28,7 @@ import workloads
 MB = 1 << 20
 
 
-def spawn_latencies(c: common.SyncClient, n: int) -> list[float]:
+def spawn_latencies(c: common.RawPeer, n: int) -> list[float]:
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     res: dict[str, Any] = {}
     starts, bare = [], []
     for _ in range(args.starts):
-        d = common.Daemon()
+        d = common.new_daemon()
         try:
             d.start()
             starts.append(d.start_s)
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f.write(workloads.scrollback_lines(20_000, cols=200))
     try:
         env = {"RUST_PTY_SCROLLBACK_LINES": "100000", "RUST_PTY_MAX_SESSIONS": "1000"}
-        with common.Daemon(env) as d:
-            c = d.client()
+        with common.new_daemon(env) as d:
+            c = common.client(d)
             spawn_latencies(c, 5)  # warm-up: the first creates pay for imports and caches
             empty = spawn_latencies(c, args.n)
             rss0 = common.rss_bytes(d.pid)

@@ -43,7 +43,7 @@ def run_raw(exe: str, path: str, cols: int, rows: int) -> float:
 
 
 def run_daemon(d: common.Daemon, path: str, cols: int, rows: int) -> float:
-    c = d.client()
+    c = common.client(d)
     try:
         info = c.create(shell="/bin/sh", args=["-c", f"read go; exec cat '{path}'"], cols=cols, rows=rows,
                         attach=True)
@@ -57,7 +57,8 @@ def run_daemon(d: common.Daemon, path: str, cols: int, rows: int) -> float:
         else:
             done = False
             while not done:
-                c._fill()
+                if not c.fill():
+                    raise ConnectionError("the daemon closed the connection")
                 for msg in c.frames():
                     if msg.get("type") == "exit" and msg.get("session") == sid:
                         done = True
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {"size_bytes": {}, "runs": args.runs, "workloads": {}}
     try:
         exe = common.build_rawpty(work)
-        with common.Daemon({"RUST_PTY_SCROLLBACK_LINES": str(scrollback)}) as d:
+        with common.new_daemon({"RUST_PTY_SCROLLBACK_LINES": str(scrollback)}) as d:
             for name in args.workloads.split(","):
                 _, cols, rows = workloads.WORKLOADS[name]
                 path = os.path.join(work, f"{name}.bin")

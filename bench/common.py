@@ -1,5 +1,5 @@
-"""Shared plumbing for the benchmarks: a daemon under test, a minimal synchronous client, tmux, the C raw-PTY
-reader, statistics and /proc readings.
+"""Shared plumbing for the benchmarks: the daemon under test and its raw peer (from vibest_pty.testing, shared with
+the test suite), tmux, the C raw-PTY reader, statistics and /proc readings.
 
 Nothing here is part of the package; the benchmarks import it as `common` (bench/ is put on sys.path).
 """
@@ -12,23 +12,21 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import struct
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgpack
+from vibest_pty.testing import Daemon, RawPeer
+
+__all__ = ["Daemon", "RawPeer"]  # re-exported for the benchmarks' annotations
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PYTHON = sys.executable
-_HDR = struct.Struct(">I")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = resource.getpagesize()
 
@@ -105,6 +103,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def emulator_pids(d: Daemon) -> list[int]:
+    """The daemon's emulator processes (stats `emulators`): they parse the output and make the snapshots."""
+    with client(d) as c:
+        return [e["pid"] for e in c.request("stats")["emulators"]]
+
+
+def cpu_with_emulators(d: Daemon) -> float:
+    """CPU seconds of the daemon and of its emulator processes together (a member that exited counts 0)."""
+    total = cpu_seconds(d.pid)
+    for pid in emulator_pids(d):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
+    return total
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * PAGE
@@ -121,175 +134,32 @@ def ctx_switches(pid: int) -> int:
     return total
 
 
-# -- the daemon ----------------------------------------------------------------------------------------------------
+# -- the daemon ---------------------------------------------------------------------------------------------------
 
 
-class Daemon:
-    """A vibest-pty-daemon in a temporary directory, stopped on exit. `env` adds RUST_PTY_* settings."""
-
-    def __init__(self, env: dict[str, str] | None = None, *, python: str = PYTHON) -> None:
-        self.dir = tempfile.mkdtemp(prefix="vpb-")
-        self.socket = os.path.join(self.dir, "s", "socket")
-        self.extra_env = env or {}
-        self.python = python
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start_s = 0.0
-
-    def start(self, timeout: float = 20.0) -> Daemon:
-        env = {**os.environ, "RUST_PTY_SOCKET_PATH": self.socket, "RUST_PTY_LOG_LEVEL": "warning",
-               **self.extra_env}
-        if os.environ.get("VPB_DAEMON_SRC"):  # measure a modified copy of src/ (before/after a daemon change)
-            env["PYTHONPATH"] = os.environ["VPB_DAEMON_SRC"] + os.pathsep + env.get("PYTHONPATH", "")
-        self.log = open(os.path.join(self.dir, "daemon.log"), "wb")  # noqa: SIM115
-        t0 = time.perf_counter()
-        self.proc = subprocess.Popen([self.python, "-m", "vibest_pty"], env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        deadline = t0 + timeout
-        while True:
-            try:
-                c = SyncClient(self.socket)
-                c.request("hello", protocol=1, client="bench")
-                c.close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.perf_counter() > deadline:
-                    raise RuntimeError(f"daemon did not start: {self.read_log()[-2000:]}") from None
-                time.sleep(0.002)
-        self.start_s = time.perf_counter() - t0
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def read_log(self) -> str:
-        with contextlib.suppress(OSError), open(os.path.join(self.dir, "daemon.log"), "rb") as f:
-            return f.read().decode(errors="replace")
-        return ""
-
-    def client(self) -> SyncClient:
-        return SyncClient(self.socket)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        with contextlib.suppress(Exception):
-            self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Daemon:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+def new_daemon(env: dict[str, str] | None = None, *, python: str = PYTHON) -> Daemon:
+    """The daemon under test (vibest_pty.testing.Daemon, the harness the test suite uses too) in a fresh temporary
+    directory, logging warnings only (debug lines cost the daemon time). `env` adds RUST_PTY_* settings.
+    With VPB_DAEMON_SRC set, the daemon runs a modified copy of src/ (before/after a daemon change)."""
+    env = dict(env or {})
+    if os.environ.get("VPB_DAEMON_SRC"):
+        env["PYTHONPATH"] = os.environ["VPB_DAEMON_SRC"] + os.pathsep + os.environ.get("PYTHONPATH", "")
+    return Daemon(env=env, python=python, log_level="warning")
 
 
-class SyncClient:
-    """A blocking client with as little overhead as Python allows: one recv buffer, msgpack's C unpacker.
-    Used instead of the asyncio client so that the benchmark measures the daemon, not the client's event loop."""
-
-    def __init__(self, path: str, *, rcvbuf: int | None = None) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.connect(path)
-        self.buf = bytearray()
-        self.ids = 0
-        self.events: list[dict[str, Any]] = []
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def send(self, msg: dict[str, Any]) -> None:
-        body = msgpack.packb(msg, use_bin_type=True)
-        self.sock.sendall(_HDR.pack(len(body)) + body)
-
-    def send_request(self, type: str, **fields: Any) -> int:
-        self.ids += 1
-        self.send({"type": type, "id": self.ids, **fields})
-        return self.ids
-
-    def _fill(self) -> None:
-        data = self.sock.recv(1 << 20)
-        if not data:
-            raise ConnectionError("daemon closed the connection")
-        self.buf += data
-
-    def frames(self) -> Iterator[dict[str, Any]]:
-        """Complete frames already buffered."""
-        buf = self.buf
-        pos = 0
-        n = len(buf)
-        while n - pos >= 4:
-            length = _HDR.unpack_from(buf, pos)[0]
-            if n - pos - 4 < length:
-                break
-            msg = msgpack.unpackb(memoryview(buf)[pos + 4 : pos + 4 + length], raw=False)
-            pos += 4 + length
-            yield msg
-        if pos:
-            del buf[:pos]
-
-    def next_message(self) -> dict[str, Any]:
-        while True:
-            buf = self.buf
-            if len(buf) >= 4:
-                length = _HDR.unpack_from(buf, 0)[0]
-                if len(buf) - 4 >= length:
-                    msg = msgpack.unpackb(bytes(buf[4 : 4 + length]), raw=False)
-                    del buf[: 4 + length]
-                    return msg  # type: ignore[no-any-return]
-            self._fill()
-
-    def request(self, type: str, **fields: Any) -> dict[str, Any]:
-        rid = self.send_request(type, **fields)
-        while True:
-            msg = self.next_message()
-            if msg.get("id") == rid and msg.get("type") in ("ok", "error"):
-                if msg["type"] == "error":
-                    raise RuntimeError(f"{type}: {msg.get('code')}: {msg.get('message')}")
-                return msg
-            self.events.append(msg)
-
-    def wait_event(self, type: str, session: int | None = None) -> dict[str, Any]:
-        for i, ev in enumerate(self.events):
-            if ev.get("type") == type and (session is None or ev.get("session") == session):
-                return self.events.pop(i)
-        while True:
-            msg = self.next_message()
-            if msg.get("type") == type and (session is None or msg.get("session") == session):
-                return msg
-            self.events.append(msg)
-
-    def create(self, **options: Any) -> dict[str, Any]:
-        return self.request("create", options=options)["session"]  # type: ignore[no-any-return]
+def client(d: Daemon, **kw: Any) -> RawPeer:
+    """A raw peer of `d` that waits as long as the daemon takes (no receive timeout): a benchmark measures it."""
+    return d.raw(**{"timeout": None, **kw})
 
 
-def wait_output(c: SyncClient, session: int, needle: bytes, timeout: float = 30.0) -> bytes:
+def wait_output(c: RawPeer, session: int, needle: bytes, timeout: float = 30.0) -> bytes:
     """Read output events of `session` until `needle` appeared; returns everything read."""
-    got = bytearray()
+    before = c.sock.gettimeout()
     c.sock.settimeout(timeout)
     try:
-        for ev in c.events:
-            if ev.get("type") == "output" and ev.get("session") == session:
-                got += ev["data"]
-        c.events.clear()
-        while needle not in got:
-            msg = c.next_message()
-            if msg.get("type") == "output" and msg.get("session") == session:
-                got += msg["data"]
+        return c.output_until(session, needle)
     finally:
-        c.sock.settimeout(None)
-    return bytes(got)
+        c.sock.settimeout(before)
 
 
 # -- the C raw-PTY reader ------------------------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def main() -> None:
     raw = os.path.join(RESULTS, f"profile-{tag}.txt")
     work = tempfile.mkdtemp(prefix="vpb-prof-")
     try:
-        with common.Daemon() as d:
+        with common.new_daemon() as d:
             extra = ["--native"] if args.native else []
             rec = [exe, "record", "-p", str(d.pid), "-r", "250", "-d", str(int(args.seconds) + 1), *extra]
             prof_raw = subprocess.Popen([*rec, "-f", "raw", "-o", raw], stdout=subprocess.DEVNULL,
@@ -90,15 +90,15 @@ def main() -> None:
                 print(f"{args.workload}: {len(runs)} runs, median {n / common.med(runs) / 1e6:.1f} MB/s "
                       "(slowed by the sampling)")
             elif args.scenario == "echo":
-                b = d.client()
+                b = common.client(d)
                 sid = b.create(shell="/bin/sh", args=["-c", CMD], attach=True)["id"]
                 while time.time() < t_end:
                     daemon_echo_loop(b, sid, 200)
                 b.close()
             else:
-                b = d.client()
+                b = common.client(d)
                 sid = b.create(shell="/bin/sh", args=["-c", CMD], attach=True)["id"]
-                a = common.SyncClient(d.socket, rcvbuf=4096)
+                a = common.client(d, rcvbuf=4096)
                 a.send({"type": "create", "id": 1, "options": {"shell": "yes", "attach": True}})
                 while time.time() < t_end:
                     daemon_echo_loop(b, sid, 200)

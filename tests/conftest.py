@@ -1,12 +1,11 @@
-"""Shared fixtures: a real daemon process on a socket in a temp dir, and clients connected to it."""
+"""Shared fixtures: a real daemon process on a socket in a temp dir (vibest_pty.testing.Daemon, the harness the
+benchmarks use too), and clients connected to it."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -15,75 +14,12 @@ from typing import Any
 
 import pytest
 
-from vibest_pty.client import Client, connect
+from vibest_pty.client import Client
+from vibest_pty.testing import Daemon, RawPeer
+
+__all__ = ["ROOT", "Daemon", "RawPeer", "check_slow_reader", "collect_until_exit", "read_until"]
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class Daemon:
-    """A vibest-pty-daemon subprocess. `env` adds RUST_PTY_* settings; the log is kept for failure messages."""
-
-    def __init__(self, directory: str, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
-        self.dir = directory
-        self.socket = os.path.join(directory, "pty", "socket")
-        self.log_path = os.path.join(directory, "daemon.log")
-        self.env = {**os.environ, "RUST_PTY_SOCKET_PATH": self.socket, "RUST_PTY_LOG_LEVEL": "debug", **(env or {})}
-        self.args = args or []
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, wait: bool = True) -> Daemon:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vibest_pty", *self.args], env=self.env, stdout=self._log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-        if wait:
-            self.wait_ready()
-        return self
-
-    def wait_ready(self, timeout: float = 15.0) -> None:
-        import socket as _s
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
-            s = _s.socket(_s.AF_UNIX, _s.SOCK_STREAM)
-            try:
-                s.connect(self.socket)
-                return
-            except OSError:
-                time.sleep(0.02)
-            finally:
-                s.close()
-        raise RuntimeError(f"daemon did not start:\n{self.log()}")
-
-    def log(self) -> str:
-        try:
-            return Path(self.log_path).read_text(errors="replace")[-8000:]
-        except OSError:
-            return ""
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-    async def client(self, hello: bool = True) -> Client:
-        return await connect(self.socket, hello=hello)
 
 
 @pytest.fixture

@@ -4,16 +4,14 @@ else, and never silently misses output (warnings, then a resync, or a disconnect
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from typing import Any
 
 import pytest
 
-from vibest_pty import protocol
 from vibest_pty.client import Client
 
-from .conftest import Daemon, check_slow_reader, collect_until_exit
+from .conftest import Daemon, RawPeer, check_slow_reader, collect_until_exit
 
 FLOOD_BYTES = 20_000_000
 # A paced flood (~8 MiB at a few MB/s): a stuck client overflows a 1 MiB queue, while a reading client keeps up
@@ -26,47 +24,11 @@ SMALL_QUEUE = {"RUST_PTY_FLOW_MAX_QUEUE_BYTES": str(2 << 20), "RUST_PTY_FLOW_MAX
                "RUST_PTY_FLOW_THRESHOLD": "512"}
 
 
-class RawReader:
-    """A client made of a plain socket, read only when the test says so."""
-
-    def __init__(self, path: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.sock.connect(path)
-        self.dec = protocol.FrameDecoder()
-
-    def send(self, msg: dict[str, Any]) -> None:
-        self.sock.sendall(protocol.encode(msg))
-
-    async def frames(self, until: str, timeout: float = 60.0, chunk_delay: float = 0.0) -> list[dict[str, Any]]:
-        """Read frames until one of type `until` arrives."""
-        loop = asyncio.get_running_loop()
-        self.sock.setblocking(False)
-        out: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            data = await asyncio.wait_for(loop.sock_recv(self.sock, 65536), deadline - time.monotonic())
-            if not data:
-                break
-            self.dec.feed(data)
-            for m in self.dec.messages():
-                assert isinstance(m, dict)
-                out.append(m)
-                if m["type"] == until:
-                    return out
-            if chunk_delay:
-                await asyncio.sleep(chunk_delay)
-        raise AssertionError(f"no {until}: last {[m['type'] for m in out[-5:]]}")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-async def _flood_with_stuck_and_fast_client(d: Daemon) -> tuple[RawReader, bytes, dict[str, Any], int]:
+async def _flood_with_stuck_and_fast_client(d: Daemon) -> tuple[RawPeer, bytes, dict[str, Any], int]:
     fast = await d.client()
     s = await fast.create(shell="/bin/sh", args=["-c", PACED_FLOOD])
     await fast.attach(s["id"])
-    stuck = RawReader(d.socket)
+    stuck = d.raw(rcvbuf=4096)
     stuck.send({"type": "attach", "id": 1, "session": s["id"]})
     for _ in range(200):  # the flood starts once both are subscribed (the stuck one's reply is never read)
         if len((await fast.stats())["queues"]) == 2:
@@ -97,7 +59,7 @@ async def test_stuck_client_gets_warnings_then_resync_and_fast_client_everything
     assert peak_rss < 150 * 1024 * 1024, f"daemon RSS {peak_rss / 2**20:.0f} MiB while a client was stuck"
 
     # Now the stuck client reads: whatever it got is contiguous, nothing is silently lost.
-    frames = await stuck.frames(until="exit")
+    frames = await stuck.read_until("exit")
     seen = check_slow_reader(frames, PACED_BYTES)  # after the resync it reaches the same end as everyone
     assert seen["yellow"] and seen["red"] and seen["resync"], seen
     stuck.close()
@@ -107,15 +69,9 @@ async def test_auto_disconnect_policy(daemon_factory: Any) -> None:
     d: Daemon = daemon_factory(env={**SMALL_QUEUE, "RUST_PTY_FLOW_AUTO_DISCONNECT": "true"})
     stuck, out, _, _ = await _flood_with_stuck_and_fast_client(d)
     assert len(out) == PACED_BYTES
-    stuck.sock.setblocking(False)
     frames: list[dict[str, Any]] = []
-    loop = asyncio.get_running_loop()
-    while True:
-        data = await asyncio.wait_for(loop.sock_recv(stuck.sock, 65536), 10)
-        if not data:
-            break  # closed by the daemon
-        stuck.dec.feed(data)
-        frames.extend(m for m in stuck.dec.messages() if isinstance(m, dict))
+    while await stuck.afill(10, 65536):  # until the daemon closes the connection
+        frames += stuck.frames()
     warnings = [f for f in frames if f["type"] == "backpressure_warning"]
     assert warnings and warnings[-1]["level"] == "red"
     assert not any(f["type"] == "resync" for f in frames)
@@ -128,7 +84,7 @@ async def test_flood_does_not_delay_replies_or_other_sessions_on_same_connection
     c = await daemon.client()
     echo = await c.create(shell="/bin/sh", args=["-c", "stty -echo; cat"], attach=True)
     flood = await c.create(shell="/bin/sh", args=["-c", "yes 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'"])
-    slow = RawReader(daemon.socket)
+    slow = daemon.raw(rcvbuf=4096)
     slow.send({"type": "attach", "id": 1, "session": flood["id"]})
     slow.send({"type": "attach", "id": 2, "session": echo["id"]})
     for _ in range(400):  # let the flood build a backlog in the daemon (a few MiB)
@@ -136,20 +92,16 @@ async def test_flood_does_not_delay_replies_or_other_sessions_on_same_connection
         if max((q["bytes"] for q in st["queues"] if q["session"] == flood["id"]), default=0) > 2 * 1024 * 1024:
             break
         await asyncio.sleep(0.05)
-    slow.sock.setblocking(False)
-    loop = asyncio.get_running_loop()
 
     async def flood_bytes_before(pred: Any) -> int:
         """Read slowly until a frame matches; how many bytes of the flood's output came first."""
         n = 0
         while True:
-            data = await asyncio.wait_for(loop.sock_recv(slow.sock, 16384), 60)
-            assert data, "closed"
-            slow.dec.feed(data)
-            for m in slow.dec.messages():
-                if isinstance(m, dict) and pred(m):
+            assert await slow.afill(60, 16384), "closed"
+            for m in slow.frames():
+                if pred(m):
                     return n
-                if isinstance(m, dict) and m["type"] == "output" and m["session"] == flood["id"]:
+                if m["type"] == "output" and m["session"] == flood["id"]:
                     n += len(m["data"])
             await asyncio.sleep(0.005)  # ~3 MB/s at most: far slower than the flood
 
@@ -174,7 +126,7 @@ async def test_stuck_client_does_not_slow_other_sessions(daemon_factory: Any, se
     d: Daemon = daemon_factory(env=SMALL_QUEUE)
     c: Client = await d.client()
     flood = await c.create(shell="/bin/sh", args=["-c", "yes"])
-    stuck = RawReader(d.socket)
+    stuck = d.raw(rcvbuf=4096)
     stuck.send({"type": "attach", "id": 1, "session": flood["id"]})
     await asyncio.sleep(0.3)
     s = await c.create(shell="/bin/sh", args=["-c", "stty -echo; cat"], attach=True)

@@ -11,8 +11,6 @@ it is hooked in by a .pth file of its own, which a plain path line does not proc
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -24,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from vibest_pty.testing import Daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 PIP_TIMEOUT = 180  # seconds; a pip install takes ~2 s here, but the box is shared by many test runs
@@ -114,22 +114,6 @@ def test_wheel_holds_every_file_of_the_package(artefacts: dict[str, Path]) -> No
     assert not missing, f"not in the sdist: {sorted(missing)}"
 
 
-def _wait_socket(path: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"daemon exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(str(path))
-            return
-        except OSError:
-            time.sleep(0.05)
-        finally:
-            s.close()
-    raise AssertionError(f"daemon did not listen:\n{log.read_text(errors='replace')}")
-
-
 def _round_trip(venv: Path, work: Path) -> None:
     """The installed daemon serves the installed CLI: a session is created, prints, is read back and killed."""
     bin_ = venv / "bin"
@@ -143,15 +127,11 @@ def _round_trip(venv: Path, work: Path) -> None:
     ).stdout.strip()
     assert where.startswith(str(venv)), f"vibest_pty imported from {where}, not from the installed artefact"
 
-    sock = work / "pty" / "socket"
-    log = work / "daemon.log"
-    with open(log, "ab") as logf:
-        daemon = subprocess.Popen(
-            [str(bin_ / "vibest-pty-daemon")], env={**env, "RUST_PTY_SOCKET_PATH": str(sock)},
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-        )
+    daemon = Daemon(str(work), command=[str(bin_ / "vibest-pty-daemon")])
+    daemon.env = {**env, "RUST_PTY_SOCKET_PATH": daemon.socket}
+    daemon.start()
+    sock = daemon.socket
     try:
-        _wait_socket(sock, daemon, log)
         cli = [str(bin_ / "vibest-pty"), "--socket", str(sock)]
         r = subprocess.run(
             [*cli, "new", "-d", "--", "/bin/sh", "-c", "echo packaged-$((6*7)); sleep 60"], env=env,
@@ -170,13 +150,8 @@ def _round_trip(venv: Path, work: Path) -> None:
         r = subprocess.run([*cli, "kill", sid], env=env, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-    assert daemon.returncode == 0, log.read_text(errors="replace")
+        rc = daemon.stop(timeout=30)
+    assert rc == 0, daemon.log()
 
 
 def test_wheel_installs_into_a_fresh_venv_and_its_commands_round_trip(

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,60 +32,10 @@ from hypothesis import strategies as st
 from vibest_pty import protocol
 from vibest_pty.client import Client, PtyError, connect
 
-from .conftest import Daemon, check_slow_reader, collect_until_exit, read_until
+from .conftest import Daemon, RawPeer, check_slow_reader, collect_until_exit, read_until
 
 # ---------------------------------------------------------------------------------------------------------------
-# Raw, synchronous peers and daemon probes
-
-
-class Raw:
-    """A peer made of a plain blocking socket: sends any bytes, reads frames one by one."""
-
-    def __init__(self, path: str, timeout: float = 10.0, rcvbuf: int | None = None) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.dec = protocol.FrameDecoder()
-        self.pending: deque[dict[str, Any]] = deque()
-        self.eof = False
-
-    def send(self, msg: dict[str, Any]) -> None:
-        self.sock.sendall(protocol.encode(msg))
-
-    def send_bytes(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def recv(self) -> dict[str, Any] | None:
-        """The next frame, or None at EOF."""
-        while not self.pending:
-            if self.eof:
-                return None
-            try:
-                data = self.sock.recv(262144)
-            except ConnectionResetError:
-                data = b""
-            if not data:
-                self.eof = True
-                return None
-            self.dec.feed(data)
-            for m in self.dec.messages():
-                assert isinstance(m, dict), f"daemon sent a malformed frame: {m}"
-                self.pending.append(m)
-        return self.pending.popleft()
-
-    def request(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """Send a request with an id and return its reply, skipping events."""
-        self.send(msg)
-        while True:
-            m = self.recv()
-            assert m is not None, "connection closed"
-            if m.get("type") in ("ok", "error") and m.get("id") == msg["id"]:
-                return m
-
-    def close(self) -> None:
-        self.sock.close()
+# Daemon probes (the raw peer is vibest_pty.testing.RawPeer)
 
 
 def frame(payload: bytes) -> bytes:
@@ -146,9 +95,9 @@ class Echo:
     """A session that echoes lines back, on its own connection: the 'second client' that must keep working."""
 
     def __init__(self, path: str) -> None:
-        self.raw = Raw(path)
-        r = self.raw.request({"type": "create", "id": 1, "options": {
-            "shell": "/bin/sh", "args": ["-c", "stty -echo; echo ready; exec cat"], "attach": True}})
+        self.raw = RawPeer(path)
+        r = self.raw.call("create", options={
+            "shell": "/bin/sh", "args": ["-c", "stty -echo; echo ready; exec cat"], "attach": True})
         assert r["type"] == "ok", r
         self.sid: int = r["session"]["id"]
         self.n = 0
@@ -514,20 +463,20 @@ class FuzzTarget:
     def __init__(self, d: Daemon) -> None:
         self.d = d
         self.echo = Echo(d.socket)
-        ctl = Raw(d.socket)
-        r = ctl.request({"type": "create", "id": 1, "options": {
-            "shell": "/bin/sh", "args": ["-c", "stty raw -echo; exec cat > /dev/null"], "cols": 80, "rows": 24}})
+        ctl = RawPeer(d.socket)
+        r = ctl.call("create", options={
+            "shell": "/bin/sh", "args": ["-c", "stty raw -echo; exec cat > /dev/null"], "cols": 80, "rows": 24})
         ctl.close()
         self.t = Targets(sink=r["session"]["id"], protected=frozenset({self.echo.sid}))
         self.size = (80, 24)
         self.count = 0
-        self.hangers: list[Raw] = []
+        self.hangers: list[RawPeer] = []
 
     def run(self, case: Case) -> None:
         self.count += 1
         if case.resize is not None:
             self.size = case.resize  # the daemon handles every complete frame before a broken one
-        s = Raw(self.d.socket, timeout=30)
+        s = RawPeer(self.d.socket, timeout=30)
         try:
             self._run(case, s)
         except (TimeoutError, AssertionError) as exc:
@@ -536,7 +485,7 @@ class FuzzTarget:
             if s.sock.fileno() >= 0 and s not in self.hangers:
                 s.close()
 
-    def _run(self, case: Case, s: Raw) -> None:
+    def _run(self, case: Case, s: RawPeer) -> None:
         pos = 0
         for c in [*case.cuts, len(case.data)]:
             s.send_bytes(case.data[pos:c])
@@ -563,7 +512,7 @@ class FuzzTarget:
             if case.lenient:
                 assert not (m["type"] == "error" and m["code"] == "internal"), m
             if m.get("id") == SENTINEL_ID and m["type"] == "ok":
-                assert case.lenient or not s.pending, f"{case.desc}: extra frames {list(s.pending)}"
+                assert case.lenient or not s.events, f"{case.desc}: extra frames {list(s.events)}"
                 self._check_size(case, m["sessions"])
                 break
             assert case.lenient, f"{case.desc}: unexpected frame {m}; expected {case.expect}"
@@ -603,15 +552,15 @@ class FuzzTarget:
             lines.append(f"daemon state {stat[0]} utime {stat[11]} stime {stat[12]} "
                          f"wchan {Path(f'/proc/{pid}/wchan').read_text()!r}")
         try:
-            probe = Raw(self.d.socket, timeout=5)
-            st_ = probe.request({"type": "stats", "id": 1})
-            sessions = probe.request({"type": "list", "id": 2})["sessions"]
+            probe = RawPeer(self.d.socket, timeout=5)
+            st_ = probe.call("stats")
+            sessions = probe.call("list")["sessions"]
             probe.close()
             lines.append(f"stats {st_}")
             lines.append(f"sessions {[(x['id'], x['running'], x['cols'], x['rows']) for x in sessions]}")
         except Exception as e:
             lines.append(f"a fresh connection gets no stats: {e!r}")
-        lines.append(f"echo pending frames {list(self.echo.raw.pending)[:5]}")
+        lines.append(f"echo pending frames {list(self.echo.raw.events)[:5]}")
         lines.append("--- daemon log tail ---\n" + self.d.log()[-4000:])
         return "\n".join(lines)
 
@@ -722,27 +671,27 @@ def test_silent_and_half_frame_clients_harm_no_one(daemon: Daemon) -> None:
     """Peers that connect and say nothing, or stop inside a header or a frame, cost nothing to others; a frame
     finished much later is still understood (framing survives pauses)."""
     echo = Echo(daemon.socket)
-    silent = [Raw(daemon.socket) for _ in range(10)]
-    half_header = Raw(daemon.socket)
+    silent = [RawPeer(daemon.socket) for _ in range(10)]
+    half_header = RawPeer(daemon.socket)
     half_header.send_bytes(protocol.encode({"type": "list", "id": 41})[:2])
     full = protocol.encode({"type": "list", "id": 42})
-    half_frame = Raw(daemon.socket)
+    half_frame = RawPeer(daemon.socket)
     half_frame.send_bytes(full[:9])
     lat = [echo.check() for _ in range(5)]
     assert statistics.median(lat) < 0.5, lat
-    ctl = Raw(daemon.socket)
-    assert ctl.request({"type": "stats", "id": 1})["connections"] == 14
+    ctl = RawPeer(daemon.socket)
+    assert ctl.call("stats")["connections"] == 14
     time.sleep(0.5)
     half_header.send_bytes(protocol.encode({"type": "list", "id": 41})[2:5])
     half_header.send_bytes(protocol.encode({"type": "list", "id": 41})[5:])
-    assert half_header.recv() == {"type": "ok", "id": 41, "sessions": ctl.request({"type": "list", "id": 2})["sessions"]}
+    assert half_header.recv() == {"type": "ok", "id": 41, "sessions": ctl.call("list")["sessions"]}
     half_frame.send_bytes(full[9:])
     assert half_frame.recv()["id"] == 42  # type: ignore[index]
     for s in [*silent, half_header, half_frame]:
         s.close()
     echo.check()
     deadline = time.monotonic() + 5
-    while ctl.request({"type": "stats", "id": 3})["connections"] != 2:
+    while ctl.call("stats")["connections"] != 2:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     ctl.close()
@@ -759,7 +708,7 @@ async def test_hundred_clients_connect_and_vanish(daemon: Daemon) -> None:
     base_fds = open_fds(daemon.pid)
     rnd = random.Random(3)
     for i in range(100):
-        s = Raw(daemon.socket, rcvbuf=4096)
+        s = RawPeer(daemon.socket, rcvbuf=4096)
         mode = i % 5
         if mode == 1:
             s.send({"type": "attach", "id": 1, "session": flood["id"]})  # then leave with output unread (RST)
@@ -889,7 +838,7 @@ async def test_sigterm_with_stuck_client_and_stubborn_child(daemon_factory: Any)
                               args=["-c", "trap '' HUP TERM INT; echo armed; while :; do sleep 0.05; done"])
     await read_until(c, stubborn["id"], b"armed")
     flood = await c.create(shell="/bin/sh", args=["-c", "yes stuck"])
-    stuck = Raw(d.socket, rcvbuf=4096)
+    stuck = RawPeer(d.socket, rcvbuf=4096)
     stuck.send({"type": "attach", "id": 1, "session": flood["id"]})
     await asyncio.sleep(0.5)
     t0 = time.monotonic()
@@ -1045,7 +994,7 @@ async def test_five_floods_fast_and_slow_clients_and_echo_latency(daemon_factory
         assert p.stdout is not None
         assert await asyncio.wait_for(p.stdout.readline(), 20) == b"attached\n"
         fast.append(p)
-        r = Raw(d.socket, rcvbuf=4096, timeout=60)
+        r = RawPeer(d.socket, rcvbuf=4096, timeout=60)
         r.send({"type": "attach", "id": 1, "session": s["id"], "snapshot": False})
         slow.append(r)
     peak = {"rss": 0, "queue": 0}
@@ -1317,7 +1266,7 @@ async def test_pipelined_requests_from_a_non_reader_are_bounded(daemon: Daemon) 
     await read_until(c, s["id"], b"filled", timeout=30)
     per_reply = len((await c.snapshot(s["id"]))["data"])
     base = rss(daemon.pid)
-    greedy = Raw(daemon.socket, rcvbuf=4096)
+    greedy = RawPeer(daemon.socket, rcvbuf=4096)
     n = 400  # ~13 KiB of requests asking for n * per_reply bytes of replies
     greedy.send_bytes(b"".join(protocol.encode({"type": "snapshot", "id": i, "session": s["id"]}) for i in range(n)))
     peak = 0
@@ -1356,7 +1305,7 @@ async def test_a_resize_flood_is_coalesced_and_blocks_no_other_session(daemon: D
     big = await c.create(shell="/bin/sh", cols=1000, rows=200, args=["-c", "seq 1 3000; exec sleep 100"])
     other = await c.create(shell="/bin/sh", args=["-c", "echo ready; exec sleep 100"])
     await asyncio.sleep(0.5)
-    flood = Raw(daemon.socket)
+    flood = RawPeer(daemon.socket)
     flood.send_bytes(b"".join(
         protocol.encode({"type": "resize", "session": big["id"], "cols": 1000 - i % 2, "rows": 200 - i % 3})
         for i in range(4000)))

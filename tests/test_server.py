@@ -18,26 +18,7 @@ import pytest
 from vibest_pty import protocol
 from vibest_pty.client import Client, PtyError, connect
 
-from .conftest import Daemon, collect_until_exit
-
-
-def raw_conn(path: str) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(5)
-    s.connect(path)
-    return s
-
-
-def read_frames(s: socket.socket, n: int = 1) -> list[dict[str, object]]:
-    dec = protocol.FrameDecoder()
-    out: list[dict[str, object]] = []
-    while len(out) < n:
-        data = s.recv(65536)
-        if not data:
-            break
-        dec.feed(data)
-        out.extend(m for m in dec.messages() if isinstance(m, dict))
-    return out
+from .conftest import Daemon, RawPeer, collect_until_exit
 
 
 def frame(payload: bytes) -> bytes:
@@ -72,9 +53,9 @@ def frame(payload: bytes) -> bytes:
     ],
 )
 def test_bad_messages_get_errors_and_connection_survives(daemon: Daemon, payload: bytes, code: str) -> None:
-    s = raw_conn(daemon.socket)
-    s.sendall(frame(payload) + protocol.encode({"type": "list", "id": 77}))
-    err, ok = read_frames(s, 2)
+    s = RawPeer(daemon.socket, timeout=5)
+    s.send_bytes(frame(payload) + protocol.encode({"type": "list", "id": 77}))
+    err, ok = s.read(2)
     assert err["type"] == "error" and err["code"] == code, err
     assert isinstance(err["message"], str) and err["message"]
     assert ok == {"type": "ok", "id": 77, "sessions": []}
@@ -82,52 +63,52 @@ def test_bad_messages_get_errors_and_connection_survives(daemon: Daemon, payload
 
 
 def test_error_without_id_names_the_request(daemon: Daemon) -> None:
-    s = raw_conn(daemon.socket)
-    s.sendall(protocol.encode({"type": "input", "session": 42, "data": b"x"}))
-    (err,) = read_frames(s)
+    s = RawPeer(daemon.socket, timeout=5)
+    s.send_bytes(protocol.encode({"type": "input", "session": 42, "data": b"x"}))
+    (err,) = s.read()
     assert err == {"type": "error", "id": None, "code": "session_not_found", "message": "no session 42",
                    "request": "input", "session": 42}
     s.close()
 
 
 def test_requests_without_id_get_no_ok(daemon: Daemon) -> None:
-    s = raw_conn(daemon.socket)
-    s.sendall(protocol.encode({"type": "list"}) + protocol.encode({"type": "ack", "session": 1, "count": 1})
+    s = RawPeer(daemon.socket, timeout=5)
+    s.send_bytes(protocol.encode({"type": "list"}) + protocol.encode({"type": "ack", "session": 1, "count": 1})
               + protocol.encode({"type": "hello", "id": 5, "protocol": 1}))
-    (reply,) = read_frames(s)
+    (reply,) = s.read()
     assert reply["id"] == 5 and reply["type"] == "ok"
     s.close()
 
 
 @pytest.mark.parametrize("header", [struct.pack(">I", 0), struct.pack(">I", 0xFFFFFFFF)])
 def test_bad_frame_length_closes_connection_only(daemon: Daemon, header: bytes) -> None:
-    other = raw_conn(daemon.socket)
-    s = raw_conn(daemon.socket)
-    s.sendall(header + b"junk")
-    (err,) = read_frames(s)
+    other = RawPeer(daemon.socket, timeout=5)
+    s = RawPeer(daemon.socket, timeout=5)
+    s.send_bytes(header + b"junk")
+    (err,) = s.read()
     assert err["code"] == "bad_frame" and err["id"] is None
-    assert s.recv(10) == b"", "closed after bad_frame"
-    other.sendall(protocol.encode({"type": "list", "id": 1}))
-    assert read_frames(other)[0]["type"] == "ok"
+    assert s.recv() is None, "closed after bad_frame"
+    other.send_bytes(protocol.encode({"type": "list", "id": 1}))
+    assert other.read()[0]["type"] == "ok"
     other.close()
     s.close()
 
 
 def test_frame_over_configured_max(daemon_factory: object) -> None:
     d: Daemon = daemon_factory(env={"RUST_PTY_MAX_FRAME": "4096"})  # type: ignore[operator]
-    s = raw_conn(d.socket)
-    s.sendall(protocol.encode({"type": "input", "session": 1, "data": b"x" * 5000}))
-    (err,) = read_frames(s)
+    s = RawPeer(d.socket, timeout=5)
+    s.send_bytes(protocol.encode({"type": "input", "session": 1, "data": b"x" * 5000}))
+    (err,) = s.read()
     assert err["code"] == "bad_frame"
     s.close()
 
 
 def test_half_a_frame_then_silence_harms_no_one(daemon: Daemon) -> None:
-    s = raw_conn(daemon.socket)
-    s.sendall(protocol.encode({"type": "list", "id": 1})[:7])
-    other = raw_conn(daemon.socket)
-    other.sendall(protocol.encode({"type": "list", "id": 2}))
-    assert read_frames(other)[0]["id"] == 2
+    s = RawPeer(daemon.socket, timeout=5)
+    s.send_bytes(protocol.encode({"type": "list", "id": 1})[:7])
+    other = RawPeer(daemon.socket, timeout=5)
+    other.send_bytes(protocol.encode({"type": "list", "id": 2}))
+    assert other.read()[0]["id"] == 2
     other.close()
     s.close()
 
@@ -136,10 +117,10 @@ async def test_connection_limit(daemon_factory: object) -> None:
     d: Daemon = daemon_factory(env={"RUST_PTY_MAX_CONNECTIONS": "2"})  # type: ignore[operator]
     a = await d.client()
     b = await d.client()
-    s = raw_conn(d.socket)
-    (err,) = read_frames(s)
+    s = RawPeer(d.socket, timeout=5)
+    (err,) = s.read()
     assert err["code"] == "limit_reached"
-    assert s.recv(10) == b""
+    assert s.recv() is None
     s.close()
     await b.close()
     await asyncio.sleep(0.2)
@@ -157,10 +138,8 @@ def test_other_uid_is_unauthorized(daemon: Daemon) -> None:
     os.chmod(sockdir, 0o711)
     os.chmod(daemon.socket, 0o666)
     code = (
-        "import socket,struct,msgpack,sys;s=socket.socket(socket.AF_UNIX);s.connect(sys.argv[1]);"
-        "p=msgpack.packb({'type':'list','id':1});s.sendall(struct.pack('>I',len(p))+p);"
-        "d=b''\nwhile True:\n c=s.recv(4096)\n if not c: break\n d+=c\n"
-        "print(msgpack.unpackb(d[4:])['code'])"
+        "import sys\nfrom vibest_pty.testing import RawPeer\ns = RawPeer(sys.argv[1])\ns.send_request('list')\n"
+        "print(s.next_message()['code'])"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     out = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
@@ -182,9 +161,9 @@ def test_already_running_refused(daemon: Daemon, daemon_factory: object) -> None
     assert second.proc.wait(15) != 0
     assert "already running" in second.log()
     # The first daemon is unaffected.
-    s = raw_conn(daemon.socket)
-    s.sendall(protocol.encode({"type": "list", "id": 1}))
-    assert read_frames(s)[0]["type"] == "ok"
+    s = RawPeer(daemon.socket, timeout=5)
+    s.send_bytes(protocol.encode({"type": "list", "id": 1}))
+    assert s.read()[0]["type"] == "ok"
     s.close()
 
 
@@ -210,9 +189,9 @@ def test_stale_socket_is_replaced(tmpdir_short: str) -> None:
     s.bind(d.socket)  # a socket file nobody listens on, as a crashed daemon leaves
     s.close()
     d.start()
-    c = raw_conn(d.socket)
-    c.sendall(protocol.encode({"type": "list", "id": 1}))
-    assert read_frames(c)[0]["type"] == "ok"
+    c = RawPeer(d.socket, timeout=5)
+    c.send_bytes(protocol.encode({"type": "list", "id": 1}))
+    assert c.read()[0]["type"] == "ok"
     c.close()
     assert d.stop() == 0
 
@@ -343,12 +322,12 @@ async def test_many_clients_come_and_go(daemon: Daemon, client: Client) -> None:
 async def test_fatal_frame_after_a_snapshot_request_waits_for_its_reply(client: Client, daemon: Daemon) -> None:
     """Snapshots are made off the loop; a bad frame right behind the request must not lose the reply."""
     s = await client.create(shell="/bin/sh", args=["-c", "sleep 30"])
-    r = raw_conn(daemon.socket)
-    r.sendall(protocol.encode({"type": "snapshot", "id": 3, "session": s["id"]}) + struct.pack(">I", 0))
-    reply, err = read_frames(r, 2)
+    r = RawPeer(daemon.socket, timeout=5)
+    r.send_bytes(protocol.encode({"type": "snapshot", "id": 3, "session": s["id"]}) + struct.pack(">I", 0))
+    reply, err = r.read(2)
     assert reply["type"] == "ok" and reply["id"] == 3 and "snapshot" in reply
     assert err["code"] == "bad_frame"
-    assert r.recv(10) == b""
+    assert r.recv() is None
     r.close()
     await client.kill(s["id"])
 
@@ -398,12 +377,11 @@ def test_large_hostile_frames_are_bad_message_and_cost_no_memory(daemon: Daemon)
     +1.2 GiB). Now each is bad_message, the connection stays usable and the daemon's RSS does not move."""
     from .test_protocol_limits import LARGE
 
-    s = raw_conn(daemon.socket)
-    s.settimeout(30)
+    s = RawPeer(daemon.socket, timeout=30)
     base = _rss_of(daemon.pid)
     for name, payload in LARGE.items():
-        s.sendall(frame(payload) + protocol.encode({"type": "list", "id": 9}))
-        err, ok = read_frames(s, 2)
+        s.send_bytes(frame(payload) + protocol.encode({"type": "list", "id": 9}))
+        err, ok = s.read(2)
         assert err["code"] == "bad_message" and ok["id"] == 9, (name, err)
     # The frames themselves pass through the decoder's buffer (16 MiB each), nothing more.
     assert _rss_of(daemon.pid) - base < 80 * 1024 * 1024, (_rss_of(daemon.pid) - base) / 2**20
@@ -434,9 +412,9 @@ async def test_a_long_list_comes_in_pages_that_fit(client: Client, daemon: Daemo
 
     tags = {f"t{i}": "v" * 4000 for i in range(15)}  # ~60 KB each, under the 64 KiB cap
     ids = [(await client.create(shell="/bin/sh", args=["-c", "sleep 60"], tags=tags))["id"] for _ in range(20)]
-    r = raw_conn(daemon.socket)
-    r.sendall(protocol.encode({"type": "list", "id": 1}))
-    (page,) = read_frames(r)
+    r = RawPeer(daemon.socket, timeout=5)
+    r.send_bytes(protocol.encode({"type": "list", "id": 1}))
+    (page,) = r.read()
     sessions = page["sessions"]
     assert isinstance(sessions, list) and 0 < len(sessions) < 20 and page["next"] == sessions[-1]["id"]
     assert len(protocol.pack(page)) <= LIST_PAGE_BYTES + 1024

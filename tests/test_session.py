@@ -10,7 +10,6 @@ import subprocess
 
 import pytest
 
-from vibest_pty import protocol
 from vibest_pty.client import Client, PtyError
 
 from .conftest import Daemon, collect_until_exit, read_until
@@ -347,14 +346,12 @@ async def test_removing_an_attached_exited_session(daemon: Daemon) -> None:
 
 async def test_attach_reply_comes_before_the_sessions_events(daemon: Daemon) -> None:
     """Attaching an exited session queues its exit at once: the ok must still come first on the wire."""
-    from .test_server import raw_conn, read_frames
-
     c = await daemon.client()
     _, ev = await run_cmd(c, "printf x")
     for snapshot in (False, True):
-        s = raw_conn(daemon.socket)
-        s.sendall(protocol.encode({"type": "attach", "id": 5, "session": ev["session"], "snapshot": snapshot}))
-        first, second = read_frames(s, 2)
+        s = daemon.raw()
+        s.send({"type": "attach", "id": 5, "session": ev["session"], "snapshot": snapshot})
+        first, second = s.read(2)
         assert (first["type"], second["type"]) == ("ok", "exit"), (first, second)
         s.close()
     await c.close()

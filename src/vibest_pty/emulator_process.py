@@ -94,7 +94,7 @@ def _rss(pid: int) -> int:
 
 
 class _Member:
-    def __init__(self, pool: EmulatorPool, index: int) -> None:
+    def __init__(self, pool: EmulatorPool, index: int, state: dict[str, Any] | None = None) -> None:
         self.pool = pool
         self.index = index
         self.sessions: set[int] = set()
@@ -105,7 +105,40 @@ class _Member:
         self._out = bytearray()
         self._writing = False
         self._reader = _Reader()
-        self.start()
+        if state is None:
+            self.start()
+            return
+        # An in-place upgrade: the process kept running (it is still our child) with its emulators; its socket
+        # moved across execve, with what the old code had not yet written or not yet decoded.
+        self.pid, self.restarts, self.ready = state["pid"], state["restarts"], state["ready"]
+        self.sessions = set(state["sessions"])
+        sock = socket.socket(fileno=state["fd"])
+        sock.set_inheritable(False)
+        sock.setblocking(False)
+        self.sock = sock
+        self._reader._buf += state["in"]
+        pool.loop.add_reader(sock.fileno(), self._on_readable)
+        if state["out"]:
+            self._out += state["out"]
+            self._flush()
+
+    def export(self) -> dict[str, Any]:
+        """The member as the new code adopts it (the loop has stopped watching its socket: pool.freeze())."""
+        return {"pid": self.pid, "restarts": self.restarts, "ready": self.ready, "sessions": sorted(self.sessions),
+                "fd": -1 if self.sock is None else self.sock.fileno(), "out": bytes(self._out),
+                "in": bytes(self._reader._buf)}
+
+    def freeze(self) -> None:
+        if self.sock is not None:
+            self.pool.loop.remove_reader(self.sock.fileno())
+            if self._writing:
+                self.pool.loop.remove_writer(self.sock.fileno())
+                self._writing = False
+
+    def thaw(self) -> None:
+        if self.sock is not None:
+            self.pool.loop.add_reader(self.sock.fileno(), self._on_readable)
+            self._flush()
 
     def start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -254,7 +287,37 @@ class EmulatorPool:
         except TimeoutError:
             log.warning("the emulator process is not ready after %.0f s; serving anyway", timeout)
 
+    # -- in-place upgrade (upgrade.py): the members keep running across execve ---------------------------------
+
+    def moving_fds(self) -> list[int]:
+        return [m.sock.fileno() for m in self.members if m.sock is not None]
+
+    def freeze(self) -> None:
+        """Stop watching the members' sockets, right before the state is taken (execve follows)."""
+        for m in self.members:
+            m.freeze()
+
+    def thaw(self) -> None:
+        """execve failed: watch them again."""
+        for m in self.members:
+            m.thaw()
+
+    def export(self) -> dict[str, Any]:
+        return {"size": self.size, "members": [m.export() for m in self.members],
+                "assigned": {sid: m.index for sid, m in self._assigned.items()}}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Adopt the old code's members; each session's Feed then registers as usual (and keeps its member)."""
+        self.size = state["size"]
+        self.members = [_Member(self, i, rec) for i, rec in enumerate(state["members"])]
+        self._assigned = {sid: self.members[i] for sid, i in state["assigned"].items()}
+        if any(m.ready for m in self.members):
+            self.ready.set()
+
     def register(self, feed: Feed) -> None:
+        if feed.sid in self._assigned and feed.sid not in self.feeds:
+            self.feeds[feed.sid] = feed  # restored after an upgrade: its emulator lives in that member
+            return
         if len(self.members) < self.size and all(m.sessions and m.ready for m in self.members):
             self.members.append(_Member(self, len(self.members)))  # started on demand (one at a time), up to `size`
         # A member takes ~0.5-2 s to start and warm up: until it is ready, sessions go to the warm ones.

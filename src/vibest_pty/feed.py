@@ -68,6 +68,10 @@ class Backend(Protocol):
         """After ("close",): the backend forgets the session."""
 
 
+# What Feed.export() carries (the rest is the daemon's links: backend, callbacks, the empty queues).
+_EXPORTED = ("cols", "rows", "_scrollback_lines", "snapshot_max_bytes", "offset", "sent", "parsed", "_next_jid",
+             "paused", "closed", "title", "cwd", "rebuilds", "_respond", "_colors", "_mute_until")
+
 Done = Callable[[Any], None]  # a result value, or an Exception
 
 
@@ -97,6 +101,7 @@ class Feed:
         snapshot_max_bytes: int = 1 << 62,
         respond: bool = False,
         colors: Any = None,
+        state: dict[str, Any] | None = None,
     ) -> None:
         """`schedule(delay, fn)` runs fn later on the loop (delay 0: next turn); `pause(flag)` stops/starts reading
         the PTY for the backlog; `on_reply` gets bytes the emulator answers on the terminal's behalf (queries);
@@ -128,8 +133,28 @@ class Feed:
         self._respond = respond
         self._colors = colors
         self._mute_until = 0  # replies to output before this offset are not written again (see rebuild)
+        if state is not None:  # an in-place upgrade: the emulator kept running in its process (export())
+            for k in _EXPORTED:
+                setattr(self, k, state[k])
+            backend.register(self)
+            return
         backend.register(self)
         backend.send(sid, [self._open_command()])
+
+    # -- in-place upgrade (upgrade.py) -----------------------------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        """No job waiting or at the backend: no callback of this daemon's is owed an answer."""
+        return not self._jobs and not self._inflight
+
+    def export(self) -> dict[str, Any]:
+        """The counters and views the new code continues from (after `flush()` with `idle`: nothing is owed and
+        the whole backlog was handed over; the emulator itself stays in its process). `parsed` may lag: the
+        member's "parsed" events still on their way reach the new code through the same socket."""
+        if not self.idle or self.sent != self.offset:
+            raise RuntimeError(f"session {self.sid}: feed not drained ({self.stats()})")
+        return {k: getattr(self, k) for k in _EXPORTED}
 
     def _open_command(self) -> Command:
         return ("open", self.cols, self.rows, self._scrollback_lines, self._respond, self._colors)

@@ -202,6 +202,28 @@ class Subscriber:
             self.head = protocol.encode(resync)
         self.release()
 
+    # -- in-place upgrade (upgrade.py) ------------------------------------------------------------------------
+
+    def mark_resync(self) -> None:
+        """What is queued cannot be sent before the upgrade (the client does not read): the new code sends a
+        fresh snapshot instead, as after an overflow."""
+        if self.queue:
+            self.request_resync()
+
+    def export(self) -> dict[str, Any]:
+        if self.held:
+            raise RuntimeError(f"session {self.session_id}: a snapshot is still being made for this subscriber")
+        return {"queue": list(self.queue), "level": self.level, "resync_pending": self.resync_pending,
+                "exit_frame": self.exit_frame, "head": self.head, "discarded": self.discarded,
+                "resyncs": self.resyncs, "warnings": self.warnings}
+
+    def restore(self, st: dict[str, Any]) -> None:
+        self.queue = deque(st["queue"])
+        self.bytes = sum(map(len, self.queue))
+        self.level, self.resync_pending = st["level"], st["resync_pending"]
+        self.exit_frame, self.head = st["exit_frame"], st["head"]
+        self.discarded, self.resyncs, self.warnings = st["discarded"], st["resyncs"], st["warnings"]
+
     def stats(self) -> SubscriberStats:
         return {"session": self.session_id, "events": len(self.queue), "bytes": self.bytes, "level": self.level,
                 "discarded": self.discarded, "resyncs": self.resyncs, "warnings": self.warnings}
@@ -361,6 +383,39 @@ class Outbox:
         data = b"".join(frames)
         self.control_bytes -= len(data)
         return data
+
+    # -- in-place upgrade (upgrade.py) ------------------------------------------------------------------------
+
+    def export_control(self, ours: Slot | None) -> list[bytes | None]:
+        """The control queue, `ours` (the upgrade's own reply, filled by the new code) as None. Every other slot
+        must be filled by now (the upgrade waits for the snapshots being made)."""
+        out: list[bytes | None] = []
+        for item in self._control:
+            if isinstance(item, bytes):
+                out.append(item)
+            elif item is ours:
+                out.append(None)
+            elif item.frame is not None:
+                out.append(item.frame)
+            else:
+                raise RuntimeError("a reply is still being made")
+        return out
+
+    def restore_control(self, items: list[bytes | None], reading_paused: bool) -> Slot | None:
+        """The old code's export_control(); returns the slot standing for None (the upgrade's reply)."""
+        ours = None
+        for item in items:
+            if item is None:
+                ours = self.reserve()
+            else:
+                self.send(item)
+        self.reading_paused = reading_paused
+        return ours
+
+    def drained(self, ours: Slot | None) -> bool:
+        """Nothing this outbox could write now: no output in the rotation, and no control frame that is not
+        behind `ours` (the upgrade's own reply, which holds what follows it in place)."""
+        return not self._ready and (not self._control or self._control[0] is ours)
 
     # -- reading ------------------------------------------------------------------------------------------------
 

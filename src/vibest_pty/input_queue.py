@@ -80,6 +80,17 @@ class InputQueue:
             views.popleft()
         self._want(False)
 
+    def export(self) -> bytes:
+        """What still waits for the PTY, in order (an in-place upgrade carries it to the new code)."""
+        return b"".join(self._views)
+
+    def restore(self, data: bytes) -> None:
+        """The old code's export(); the caller asks for writability (the loop is not watching yet)."""
+        self._views.clear()
+        if data:
+            self._views.append(memoryview(data))
+        self.bytes = len(data)
+
     def clear(self) -> None:
         if self._views:
             self._want(False)

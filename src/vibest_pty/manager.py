@@ -7,13 +7,14 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from typing import Any
 
 from . import protocol
 from .agent import Hub, SessionAgent, new_nonce
 from .config import Config
 from .feed import Backend
 from .protocol import CreateOptions, ProtocolError
-from .pty import spawn
+from .pty import Child, spawn
 from .queries import parse_colors
 from .session import Counters, Session, SessionLimits, SessionSpec
 from .shapes import SessionInfo
@@ -109,6 +110,63 @@ class Manager:
                 self.detached(session)  # nobody attached yet: the grace runs from creation
         log.info("session %d created: pid %d %s", sid, child.pid, argv)
         return session
+
+    # -- in-place upgrade (upgrade.py) -------------------------------------------------------------------------
+
+    def export(self) -> dict[str, Any]:
+        """Sessions (each Session.export()), the exited records, the id counter, pending kill_after_detach_s
+        kills (as CLOCK_MONOTONIC deadlines) and the watchdog's pipe."""
+        loop = asyncio.get_running_loop()
+        now, lnow = time.monotonic(), loop.time()
+        return {
+            "sessions": [s.export() for s in self.sessions.values()], "exited": list(self._exited),
+            "next_id": self._next_id, "bytes": [self.counters.bytes_in, self.counters.bytes_out],
+            "started_at": self.started_at, "kill_after": dict(self._kill_after),
+            "kill_timers": {sid: now + max(0.0, t.when() - lnow) for sid, t in self._kill_timers.items()},
+            "watchdog": None if self.watchdog is None else [self.watchdog.fd, self.watchdog.pid],
+        }
+
+    def moving_fds(self) -> list[int]:
+        fds = [fd for s in self.sessions.values() for fd in (s._fd, s._pidfd) if fd >= 0]
+        if self.watchdog is not None and self.watchdog.fd >= 0:
+            fds.append(self.watchdog.fd)  # the watchdog keeps watching: its pipe must not reach EOF
+        return fds
+
+    def restore(self, state: dict[str, Any]) -> list[Session]:
+        """The old code's export(): sessions are rebuilt (nothing watched yet: Session.resume_restored)."""
+        self._next_id = state["next_id"]
+        self.counters.bytes_in, self.counters.bytes_out = state["bytes"]
+        self.started_at = state["started_at"]
+        if state["watchdog"] is not None:
+            fd, pid = state["watchdog"]
+            os.set_inheritable(fd, False)
+            self.watchdog = Watchdog(fd, pid)
+        restored = []
+        for rec in state["sessions"]:
+            for fd in (rec["fd"], rec["pidfd"]):
+                if fd >= 0:
+                    os.set_inheritable(fd, False)
+            spec = SessionSpec(rec["command"], rec["cwd"], rec["cols"], rec["rows"], rec["name"], rec["tags"],
+                               queries=rec["queries"])
+            session = Session(rec["id"], Child(rec["pid"], rec["fd"]), spec, self.limits, self.worker,
+                              on_exit=self._on_exit, counters=self.counters, state=rec)
+            fields = session.agent_state()
+            if fields is not None:
+                agent = SessionAgent(session, None, False, self.hub)
+                agent.__dict__.update(fields)
+                session.agent = agent
+            self.sessions[session.id] = session
+            restored.append(session)
+        self._exited = OrderedDict((sid, None) for sid in state["exited"])
+        if self.running_count:
+            self._all_exited.clear()
+        self._kill_after = dict(state["kill_after"])
+        loop = asyncio.get_running_loop()
+        for sid, deadline in state["kill_timers"].items():
+            if (s := self.sessions.get(sid)) is not None:
+                self._kill_timers[sid] = loop.call_later(max(0.0, deadline - time.monotonic()),
+                                                         self._kill_abandoned, s)
+        return restored
 
     def attached(self, session: Session) -> None:
         """A client subscribed: a pending kill_after_detach_s kill is cancelled."""

@@ -45,13 +45,15 @@ UNAUTHORIZED: Final = "unauthorized"
 INTERNAL: Final = "internal"
 DAEMON_RESTARTED: Final = "daemon_restarted"  # client-side: a reconnect found another daemon instance
 READ_ONLY: Final = "read_only"
+UPGRADE_FAILED: Final = "upgrade_failed"  # the in-place upgrade did not happen; nothing changed (docs/upgrade.md)
+UPGRADE_IN_PROGRESS: Final = "upgrade_in_progress"
 
 ERROR_CODES: Final = frozenset(
     {
         BAD_FRAME, BAD_MESSAGE, UNKNOWN_TYPE, INVALID_ARGUMENT, SESSION_NOT_FOUND, SESSION_EXITED,
         INPUT_QUEUE_FULL, LIMIT_REACHED, SPAWN_FAILED, UNSUPPORTED_PROTOCOL, UNAUTHORIZED, INTERNAL,
         DAEMON_RESTARTED,
-        READ_ONLY,
+        READ_ONLY, UPGRADE_FAILED, UPGRADE_IN_PROGRESS,
     }
 )
 
@@ -128,7 +130,7 @@ class FrameDecoder:
         """Bytes received but not yet decoded (a partial frame)."""
         return len(self._buf) - self._pos
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         if self._pos and self._pos == len(self._buf):
             self._buf.clear()
             self._pos = 0
@@ -295,7 +297,7 @@ def decode_all(
 
 REQUEST_TYPES: Final = frozenset(
     {"hello", "create", "attach", "detach", "input", "resize", "kill", "signal", "ack", "list", "snapshot", "stats",
-     "prune", "run", "wait", "text", "watch", "unwatch"}
+     "prune", "run", "wait", "text", "watch", "unwatch", "upgrade"}
 )
 
 

@@ -38,6 +38,11 @@ class ReplayWindow:
             return None
         return bytes(self._buf[offset - self.start :])
 
+    def restore(self, end: int, data: bytes) -> None:
+        """The state of another process's window (an in-place upgrade): `data` ends at offset `end`."""
+        self._buf = bytearray(data[-self.max_bytes:] if self.max_bytes else b"")
+        self.end = end
+
     def window(self) -> tuple[int, bytes]:
         """(start offset, bytes) of what is kept."""
         return self.start, bytes(self._buf)

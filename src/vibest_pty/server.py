@@ -19,10 +19,11 @@ import stat
 import struct
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from . import __version__, agent, protocol
+from . import __version__, agent, protocol, upgrade
 from .config import Config, ConfigError
 from .emulator_process import EmulatorPool
 from .flow import FlowLimits, Outbox, OutboxLimits, Slot, State, Subscriber
@@ -68,6 +69,13 @@ class Connection(asyncio.Protocol):
         # session being attached) must not overtake its reply. _process writes once at the end.
         self._dispatching = False
         self._scheduled = False
+        # An in-place upgrade (upgrade.py): `frozen` stops reading, `muted` stops writing; `_unsent` keeps the
+        # tail of what was written that the transport still buffers (the kernel has not taken it), so the new
+        # code can send it first.
+        self.frozen = False
+        self.muted = False
+        self._unsent: deque[bytes] = deque()
+        self._unsent_bytes = 0
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------------------
 
@@ -339,6 +347,9 @@ class Connection(asyncio.Protocol):
     def _prune(self, msg: dict[str, Any]) -> Reply:
         return {"removed": self.manager.prune()}
 
+    def _upgrade(self, msg: dict[str, Any]) -> Reply:
+        return self.server.upgrader.request(self, self._rid, upgrade.parse_command(msg))
+
     # -- writer (flow.Sink) -------------------------------------------------------------------------------------
 
     def send_control(self, message: Mapping[str, Any]) -> None:
@@ -359,7 +370,7 @@ class Connection(asyncio.Protocol):
             self._unsubscribe(sub.session_id)
 
     def _schedule(self) -> None:
-        if self._scheduled or self._dispatching or self.outbox.writing_paused:
+        if self._scheduled or self._dispatching or self.outbox.writing_paused or self.muted:
             return
         if self.outbox.queued == 1:
             self._pump()  # one thing to send on an idle connection: no need to wait a loop turn (echo latency)
@@ -370,15 +381,23 @@ class Connection(asyncio.Protocol):
     def _pump(self) -> None:
         self._scheduled = False
         transport, outbox = self.transport, self.outbox
-        if transport is None:
+        if transport is None or self.muted:
             return
         while (batch := outbox.next_batch()) is not None:
             data, frames = batch
             transport.write(data)
             self.server.frames_out += frames
+            if buffered := transport.get_write_buffer_size():
+                self._unsent.append(data)
+                self._unsent_bytes += len(data)
+                while self._unsent_bytes - len(self._unsent[0]) >= buffered:
+                    self._unsent_bytes -= len(self._unsent.popleft())
+            elif self._unsent:
+                self._unsent.clear()
+                self._unsent_bytes = 0
         if outbox.failed_and_drained:
             self._shut(half=True)
-        elif outbox.resume_reading():
+        elif not self.frozen and outbox.resume_reading():
             transport.resume_reading()
             self._process()  # requests that arrived while paused
 
@@ -414,6 +433,71 @@ class Connection(asyncio.Protocol):
             transport.close()  # flushes what is buffered; a peer that never reads is cut off after a while
             self.server.loop.call_later(CLOSE_TIMEOUT_S, transport.abort)
 
+    # -- in-place upgrade (upgrade.py) ------------------------------------------------------------------------
+
+    def unsent(self) -> bytes:
+        """What the transport still buffers: the end of what was written (the new code writes it first)."""
+        n = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        if not n:
+            return b""
+        tail = b"".join(self._unsent)
+        if len(tail) < n:
+            raise RuntimeError(f"connection {self.id}: {n} bytes buffered, {len(tail)} known")
+        return tail[-n:]
+
+    def export(self, ours: Slot | None) -> dict[str, Any]:
+        assert self.transport is not None
+        dec = self.decoder
+        return {
+            "id": self.id, "fd": self.transport.get_extra_info("socket").fileno(),
+            "decoder": bytes(dec._buf[dec._pos:]), "unsent": self.unsent(),
+            "control": self.outbox.export_control(ours), "reading_paused": self.outbox.reading_paused,
+            "subs": {sid: sub.export() for sid, sub in self.subs.items()}, "read_only": sorted(self.read_only),
+            "watching": self.id in self.manager.hub.watchers,
+        }
+
+    def restore(self, rec: dict[str, Any]) -> Slot | None:
+        """The old code's export(), before the loop sees the socket (bytes that arrive follow the partial frame
+        the old code had); returns the upgrade's reply slot when this connection asked for it."""
+        if rec["unsent"]:
+            self.outbox.send(rec["unsent"])  # first: it continues a frame the peer has begun to receive
+        ours = self.outbox.restore_control(rec["control"], rec["reading_paused"])
+        for sid, srec in rec["subs"].items():
+            session = self.manager.sessions.get(sid)
+            if session is None:
+                continue
+            sub = Subscriber(sid, self, self.server.flow_limits, session.request_snapshot)
+            sub.restore(srec)
+            session.subscribers[self.id] = sub
+            self.subs[sid] = sub
+        self.read_only = set(rec["read_only"])
+        if rec["watching"]:
+            self.manager.hub.watchers[self.id] = self
+        self.decoder.feed(rec["decoder"])
+        return ours
+
+    def resume_after_restore(self) -> None:
+        """The transport exists now: the read pause as it was, the subscribers back in the rotation, and the
+        requests the old code had received but not handled."""
+        if self.outbox.reading_paused and self.transport is not None:
+            self.transport.pause_reading()
+        for sub in self.subs.values():
+            if sub.has_work():
+                self.outbox.ready(sub)
+        self._process()
+
+    def freeze(self) -> None:
+        self.frozen = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def thaw(self) -> None:
+        """execve failed: read and write again."""
+        self.frozen = self.muted = False
+        if self.transport is not None and not self.outbox.reading_paused:
+            self.transport.resume_reading()
+        self._schedule()
+
     def send_now(self, message: Mapping[str, Any]) -> None:
         """Write bypassing the queues (shutdown), after the replies that are ready."""
         if self.transport is not None and self.outbox.state in (State.OPEN, State.FAILING):
@@ -434,6 +518,7 @@ _HANDLERS: dict[str, Callable[[Connection, dict[str, Any]], Reply]] = {
     "snapshot": Connection._snapshot,
     "stats": Connection._stats,
     "prune": Connection._prune,
+    "upgrade": Connection._upgrade,
     "run": agent.handle_run,
     "wait": agent.handle_wait,
     "text": agent.handle_text,
@@ -475,9 +560,10 @@ class Server:
         # re-attach by id (ids restart at 1 in a new daemon).
         self.instance = secrets.token_hex(8)
         self.started_at = time.time()
-        self.upgrades = 0  # in-place upgrades (docs/upgrade.md): none yet in this build
+        self.upgrades = 0  # in-place upgrades (docs/upgrade.md)
         self.last_upgrade_pause_ms: float | None = None
         self.loop = asyncio.get_running_loop()
+        self.upgrader = upgrade.Upgrader(self)
 
     # -- startup ------------------------------------------------------------------------------------------------
 
@@ -502,10 +588,19 @@ class Server:
         finally:
             os.umask(old_umask)
         os.chmod(path, 0o600)
+        self.signals()
+        log.info("vibest-pty-daemon %s listening on %s (pid %d)", __version__, path, os.getpid())
+
+    def signals(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.request_stop, sig)
+        self.loop.add_signal_handler(signal.SIGUSR2, self.upgrader.on_signal)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closing terminal must not take the daemon down
-        log.info("vibest-pty-daemon %s listening on %s (pid %d)", __version__, path, os.getpid())
+
+    async def listen_on(self, sock: socket.socket) -> None:
+        """Serve on a listening socket that already exists (an upgrade's, inherited or kept in a dup)."""
+        self._server = await self.loop.create_unix_server(
+            lambda: Connection(self, next(self._ids)), sock=sock, backlog=256)
 
     def request_stop(self, sig: int | None = None) -> None:
         if sig is not None:
@@ -668,7 +763,11 @@ def _is_live(path: str) -> bool:
 async def run(config: Config) -> int:
     server = Server(config)
     try:
-        await server.startup()
+        state = upgrade.take_state()
+        if state is not None:
+            await upgrade.restore(server, state)  # an in-place upgrade: the old code's daemon, continued
+        else:
+            await server.startup()
     except StartupError as exc:
         log.error("%s", exc)
         return 1
@@ -688,6 +787,8 @@ def setup_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (rc := upgrade.check_main(sys.argv[1:] if argv is None else argv)) is not None:
+        return rc  # the pre-flight of an upgrade to this code (upgrade.py)
     try:
         config = Config.load(argv)
     except ConfigError as exc:

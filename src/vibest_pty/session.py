@@ -99,7 +99,10 @@ class Session:
         *,
         on_exit: Callable[[Session], None],
         counters: Counters,
+        state: dict[str, Any] | None = None,
     ) -> None:
+        """`state` (an in-place upgrade, upgrade.py): the old code's `export()`; the PTY and the child are already
+        ours, nothing is watched until `thaw()`."""
         self.id = sid
         self.pid = child.pid
         self.command = spec.command
@@ -124,6 +127,7 @@ class Session:
             history=self.replay.window,
             snapshot_max_bytes=max(limits.max_frame - SNAPSHOT_FRAME_MARGIN, 4096),
             respond=self._queries is not None, colors=colors_to_wire(spec.colors),
+            state=None if state is None else state["feed"],
         )
         self.subscribers: dict[int, Subscriber] = {}  # by connection id
         self.agent: SessionAgent | None = None  # shell tracking, set by the manager (agent.py)
@@ -144,6 +148,11 @@ class Session:
         self._pidfd = -1
         self._timers: list[asyncio.TimerHandle] = []
         self._kill_timer: asyncio.TimerHandle | None = None
+        self._frozen = False  # an upgrade is quiescing: the PTY is not read (its output waits in the kernel)
+        self._restored: dict[str, Any] | None = None  # the old code's export(), until resume_restored()
+        if state is not None:
+            self._import(state)
+            return
         self._loop.add_reader(self._fd, self._on_readable)
         try:
             self._pidfd = os.pidfd_open(self.pid)
@@ -269,9 +278,98 @@ class Session:
     def _pause_for_emulator(self, paused: bool) -> None:
         if paused:
             self._stop_reading()
-        elif not self._reading and self.running and not self._eof and self._fd >= 0:
+        elif not self._frozen:
+            self._start_reading()
+
+    def _start_reading(self) -> None:
+        if not self._reading and self.running and not self._eof and self._fd >= 0 and not self.feed.paused:
             self._reading = True
             self._loop.add_reader(self._fd, self._on_readable)
+
+    # -- in-place upgrade (upgrade.py) -------------------------------------------------------------------------
+
+    def freeze(self) -> None:
+        """Stop reading the PTY (an upgrade quiesces): output waits in the kernel's buffer, nothing is lost.
+        What coalescing holds is delivered now, so the offset covers everything read."""
+        self._frozen = True
+        self._flush_pending()
+        self._stop_reading()
+
+    def thaw(self) -> None:
+        self._frozen = False
+        self._start_reading()
+
+    def export(self) -> dict[str, Any]:
+        """Everything the new code needs to carry on (after freeze(), with the feed drained: Feed.export). The
+        fds (master, pidfd) move across execve; timers go as what they are waiting for (a kill's deadline on
+        CLOCK_MONOTONIC, which is system-wide, and whether the exit drain is pending)."""
+        import pickle
+
+        self._flush_pending()  # a coalescing timer may have been armed by an exit's last read
+        kill_deadline = None
+        if self._kill_timer is not None:
+            kill_deadline = time.monotonic() + max(0.0, self._kill_timer.when() - self._loop.time())
+        agent = None
+        if self.agent is not None:
+            agent = pickle.dumps({k: v for k, v in vars(self.agent).items() if k not in _AGENT_LINKS})
+        return {
+            "id": self.id, "pid": self.pid, "command": self.command, "cwd": self.initial_cwd,
+            "cols": self.cols, "rows": self.rows, "name": self.name, "tags": self.tags,
+            "created_at": self.created_at, "last_attached_at": self.last_attached_at, "fd": self._fd,
+            "pidfd": self._pidfd, "queries": self.queries,
+            "objects": pickle.dumps((self.colors, self._queries, self.sizing)), "agent": agent,
+            "replay": [self.replay.end, bytes(self.replay.window()[1])], "offset": self._offset,
+            "feed": self.feed.export(), "input": self.input.export(), "running": self.running,
+            "exit_code": self.exit_code, "exit_signal": self.exit_signal, "reaped": self._reaped,
+            "zombie": self._zombie, "eof": self._eof, "draining": self.running and bool(self._timers),
+            "kill_deadline": kill_deadline,
+        }
+
+    def _import(self, st: dict[str, Any]) -> None:
+        import pickle
+
+        self.created_at, self.last_attached_at = st["created_at"], st["last_attached_at"]
+        self.colors, self._queries, self.sizing = pickle.loads(st["objects"])
+        self.replay.restore(*st["replay"])
+        self._offset = st["offset"]
+        self.input.restore(st["input"])
+        self.running, self.exit_code, self.exit_signal = st["running"], st["exit_code"], st["exit_signal"]
+        self._reaped, self._zombie, self._eof = st["reaped"], st["zombie"], st["eof"]
+        self._pidfd = st["pidfd"]
+        self._reading = False
+        self._frozen = True
+        self._restored = st  # the timers and watches start in resume_restored()
+
+    def agent_state(self) -> dict[str, Any] | None:
+        """The pickled SessionAgent fields of export(), for the manager to put into a new SessionAgent."""
+        import pickle
+
+        st = self._restored
+        if st is None or st["agent"] is None:
+            return None
+        fields: dict[str, Any] = pickle.loads(st["agent"])
+        return fields
+
+    def resume_restored(self) -> None:
+        """The new code: watch the child and the PTY again, re-arm the kill deadline and the exit drain."""
+        st, self._restored = self._restored, None
+        assert st is not None
+        self.resume(st["kill_deadline"], st["draining"])
+
+    def resume(self, kill_deadline: float | None = None, draining: bool = False) -> None:
+        """Watch what a restored session watches (kill_deadline, draining: from export()); also the undo of
+        freeze() when execve failed (then the timers are still there and the arguments are not given)."""
+        loop = self._loop
+        if self.running and self._pidfd >= 0 and not self._exited:
+            loop.remove_reader(self._pidfd)
+            loop.add_reader(self._pidfd, self._on_child_event)
+        if self.input:
+            self._want_writable(True)
+        if kill_deadline is not None and self._kill_timer is None:
+            self._kill_timer = loop.call_later(max(0.0, kill_deadline - time.monotonic()), self._escalate)
+        if draining:
+            self._timers.append(loop.call_later(EXIT_DRAIN_S, self._drain_and_finish))
+        self.thaw()
 
     def _emulator_reply(self, data: bytes) -> None:
         """Bytes the emulator answers on the terminal's behalf (query replies): into the PTY, like input."""
@@ -512,6 +610,10 @@ class Session:
             sub.sink.forget(sub)
         self.subscribers.clear()
         self.feed.close()
+
+
+# SessionAgent fields that link it to this daemon's objects (re-made by the new code), not state to carry.
+_AGENT_LINKS = frozenset({"session", "hub", "_wakers"})
 
 
 class Counters:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import socket
 import struct
 import time
 
@@ -23,17 +22,12 @@ from tests.conftest import Daemon
 from tests.test_protocol_limits import LEAVES, large_shape
 from tests.test_reliability import FUZZ_ENV, FuzzTarget, run_fuzz
 
-from vibest_pty import protocol
-
 MIB = 1024 * 1024
 
 
 def run_large(d: Daemon, seconds: float) -> int:
     """Large shapes for `seconds`; returns the count."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(30)
-    s.connect(d.socket)
-    dec = protocol.FrameDecoder()
+    s = d.raw(timeout=30)
     count = 0
     t_end = time.monotonic() + seconds
     rng = random.Random()
@@ -45,15 +39,8 @@ def run_large(d: Daemon, seconds: float) -> int:
                 continue
             payload, within = shape
             t0 = time.monotonic()
-            s.sendall(struct.pack(">I", len(payload)) + payload)
-            reply: dict[str, object] | None = None
-            while reply is None:
-                data = s.recv(1 << 20)
-                assert data, "connection closed"
-                dec.feed(data)
-                for m in dec.messages():
-                    assert isinstance(m, dict)
-                    reply = m
+            s.send_bytes(struct.pack(">I", len(payload)) + payload)
+            reply = s.next_message()
             elapsed = time.monotonic() - t0
             want = "ok" if within else "error"
             assert reply["type"] == want and (within or reply["code"] == "bad_message"), (len(payload), reply)

@@ -15,7 +15,9 @@ export type ProtocolErrorCode =
   | "read_only"
   | "busy"
   | "timeout"
-  | "no_shell_integration";
+  | "no_shell_integration"
+  | "upgrade_failed"
+  | "upgrade_in_progress";
 
 /**
  * SDK codes: `connection_lost` (the request was sent but the connection dropped before its reply: it may or may not

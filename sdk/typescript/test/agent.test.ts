@@ -1,25 +1,18 @@
 /** Agent methods against a real daemon and a real bash: runCommand, waitFor, getText, watch and their events. */
 import assert from "node:assert/strict";
 import { mkdtempSync } from "node:fs";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
 import { createClient, PtyDaemonError, type CommandEvent, type PtyDaemonClient } from "@vibest/pty-daemon";
 
-import { Daemon, sleep } from "./helpers.js";
+import { Daemon, daemonForFile, sleep } from "./helpers.js";
 
 let daemon: Daemon;
 let client: PtyDaemonClient;
 const home = mkdtempSync("/tmp/vpts-home-");
-
-before(async () => {
-  daemon = await Daemon.start();
-  client = createClient({ socketPath: daemon.socket });
-  await client.waitForConnection({ timeoutMs: 10000 });
-});
-
-after(async () => {
-  await client?.close();
-  await daemon?.cleanup();
+daemonForFile((d, c) => {
+  daemon = d;
+  client = c;
 });
 
 async function bash(c: PtyDaemonClient): Promise<number> {

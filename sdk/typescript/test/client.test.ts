@@ -1,23 +1,16 @@
 /** Every method and event against a real daemon, and error codes as typed errors. */
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
 import { createClient, defaultSocketPath, PtyDaemonError, type PtyDaemonClient } from "@vibest/pty-daemon";
 
-import { Daemon, OutputCollector, nextEvent, sleep } from "./helpers.js";
+import { Daemon, OutputCollector, daemonForFile, nextEvent, sleep } from "./helpers.js";
 
 let daemon: Daemon;
 let client: PtyDaemonClient;
-
-before(async () => {
-  daemon = await Daemon.start();
-  client = createClient({ socketPath: daemon.socket });
-  await client.waitForConnection({ timeoutMs: 10000 });
-});
-
-after(async () => {
-  await client?.close();
-  await daemon?.cleanup();
+daemonForFile((d, c) => {
+  daemon = d;
+  client = c;
 });
 
 async function rejectsWith(p: Promise<unknown>, code: string): Promise<PtyDaemonError> {
@@ -291,6 +284,26 @@ describe("sessions", () => {
     assert.ok(stats.queues.some((q) => q.session === info.id && q.level === "green"));
     assert.equal((stats as unknown as Record<string, unknown>).type, undefined);
     await client.kill(info.id);
+  });
+
+  test("listSessions follows the daemon's pages (next/after): more than one page, every session once, in order", async () => {
+    const tags: Record<string, string> = {};
+    for (let i = 0; i < 15; i++) tags[`t${i}`] = "v".repeat(4000); // ~60 KB of metadata each, under the 64 KiB cap
+    const ids: number[] = [];
+    for (let i = 0; i < 20; i++) ids.push((await client.createSession({ shell: "/bin/sh", args: ["-c", "sleep 60"], tags })).id);
+    try {
+      // One page holds at most 1 MiB of sessions: 20 of ~60 KB do not fit in one.
+      const first = await client.request("list", { after: 0 });
+      const page = first.sessions as { id: number }[];
+      const mine = page.filter((s) => ids.includes(s.id)).length;
+      assert.ok(mine < 20, `the first page holds all ${mine} big sessions`);
+      assert.equal(first.next, page[page.length - 1]!.id);
+      const all = await client.listSessions();
+      assert.deepEqual(all.map((s) => s.id).filter((id) => ids.includes(id)), ids);
+      assert.equal(new Set(all.map((s) => s.id)).size, all.length, "no session twice");
+    } finally {
+      for (const id of ids) await client.kill(id);
+    }
   });
 });
 

@@ -3,9 +3,10 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, closeSync } from "node:fs";
 import * as net from "node:net";
 import { dirname, join } from "node:path";
+import { after, before } from "node:test";
 import { fileURLToPath } from "node:url";
 
-import type { ClientEvents, EventName, OutputEvent, PtyDaemonClient } from "@vibest/pty-daemon";
+import { createClient, type ClientEvents, type ClientOptions, type EventName, type OutputEvent, type PtyDaemonClient } from "@vibest/pty-daemon";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -103,6 +104,29 @@ export class Daemon {
     await this.stop();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * One daemon and one connected client for a whole test file: started in before() (then handed to `use`), closed and
+ * removed in after(). `env` adds RUST_PTY_* settings; `options` are the client's (socketPath is the daemon's).
+ */
+export function daemonForFile(
+  use: (daemon: Daemon, client: PtyDaemonClient) => void,
+  env: Record<string, string> = {},
+  options: ClientOptions = {},
+): void {
+  let daemon: Daemon | undefined;
+  let client: PtyDaemonClient | undefined;
+  before(async () => {
+    daemon = await Daemon.start(env);
+    client = createClient({ ...options, socketPath: daemon.socket });
+    await client.waitForConnection({ timeoutMs: 10000 });
+    use(daemon, client);
+  });
+  after(async () => {
+    await client?.close();
+    await daemon?.cleanup();
+  });
 }
 
 export function canConnect(path: string): Promise<boolean> {

@@ -11,24 +11,24 @@ import { after, before, test } from "node:test";
 
 import { createClient, type PtyDaemonClient } from "@vibest/pty-daemon";
 
-import { Daemon, ROOT, sleep } from "./helpers.js";
+import { Daemon, ROOT, daemonForFile, sleep } from "./helpers.js";
 
 const FIXTURES = join(ROOT, "sdk", "typescript", "test", "fixtures", "node-pty");
 let daemon: Daemon;
 let appCwd: string;
 let client: PtyDaemonClient;
 
-before(async () => {
-  // A variable only the daemon has: a node-pty session must not see it (env = the app's process.env, whole).
-  daemon = await Daemon.start({ DAEMON_ONLY: "1" });
+// A variable only the daemon has: a node-pty session must not see it (env = the app's process.env, whole).
+daemonForFile((d, c) => {
+  daemon = d;
+  client = c;
+}, { DAEMON_ONLY: "1" }, { reconnect: false });
+
+before(() => {
   appCwd = realpathSync(mkdtempSync("/tmp/vpts-app-"));
-  client = createClient({ socketPath: daemon.socket, reconnect: false });
-  await client.waitForConnection();
 });
 
-after(async () => {
-  await client?.close();
-  await daemon?.cleanup();
+after(() => {
   if (appCwd) rmSync(appCwd, { recursive: true, force: true });
 });
 

@@ -11,28 +11,26 @@ import { createRequire } from "node:module";
 import { join } from "node:path";
 import { after, before, test, type TestContext } from "node:test";
 
-import { createClient, type CreateSessionOptions, type PtyDaemonClient, type Snapshot } from "@vibest/pty-daemon";
+import { type CreateSessionOptions, type PtyDaemonClient, type Snapshot } from "@vibest/pty-daemon";
 
-import { Daemon, sleep } from "./helpers.js";
+import { daemonForFile, sleep } from "./helpers.js";
 
 const require = createRequire(import.meta.url);
 const { Terminal } = require("@xterm/headless") as typeof import("@xterm/headless");
 type Term = InstanceType<typeof Terminal>;
 
-let daemon: Daemon;
 let client: PtyDaemonClient;
 let dir: string;
 
-before(async () => {
-  daemon = await Daemon.start();
-  client = createClient({ socketPath: daemon.socket });
-  await client.waitForConnection();
+daemonForFile((_daemon, c) => {
+  client = c;
+});
+
+before(() => {
   dir = mkdtempSync("/tmp/vpts-");
 });
 
-after(async () => {
-  await client?.close();
-  await daemon?.cleanup();
+after(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
