@@ -44,11 +44,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         probe = common.client(d)
         s0 = probe.request("stats")
         cpu0, t0 = common.cpu_seconds(d.pid), time.perf_counter()
+        emu0 = common.cpu_with_emulators(d) - cpu0
         res["flood"] = summarize(daemon_echo_loop(b, sid, args.keys))
         cpu1, t1 = common.cpu_seconds(d.pid), time.perf_counter()
+        emu1 = common.cpu_with_emulators(d) - cpu1
         s1 = probe.request("stats")
         res["flood_mbps"] = (s1["bytes_out"] - s0["bytes_out"]) / (t1 - t0) / 1e6
-        res["daemon_cpu_share"] = (cpu1 - cpu0) / (t1 - t0)
+        res["daemon_cpu_share"] = (cpu1 - cpu0) / (t1 - t0)  # the daemon process (the loop) only
+        res["emulators_cpu_share"] = (emu1 - emu0) / (t1 - t0)  # its emulator processes, parsing the flood
         res["slow_client_queues"] = [q for q in s1["queues"] if q.get("session") != sid]
         res["flood_direct"] = summarize(echo_direct(args.keys))  # the machine's share: CPU taken by `yes`
         res["p50_ratio"] = res["flood"]["p50_ms"] / res["baseline"]["p50_ms"]

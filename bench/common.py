@@ -103,6 +103,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def emulator_pids(d: Daemon) -> list[int]:
+    """The daemon's emulator processes (stats `emulators`): they parse the output and make the snapshots."""
+    with client(d) as c:
+        return [e["pid"] for e in c.request("stats")["emulators"]]
+
+
+def cpu_with_emulators(d: Daemon) -> float:
+    """CPU seconds of the daemon and of its emulator processes together (a member that exited counts 0)."""
+    total = cpu_seconds(d.pid)
+    for pid in emulator_pids(d):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
+    return total
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * PAGE

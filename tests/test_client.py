@@ -20,47 +20,30 @@ import pytest
 from vibest_pty import protocol
 from vibest_pty.client import Client, UntrustedServer, check_peer, connect
 
-from .conftest import Daemon
+from .conftest import Daemon, RawPeer
 
 # ---------------------------------------------------------------------------------------------------------------
 # Against a scripted peer: the client on one end of a socketpair, frames written by hand on the other.
 
 
-class Peer:
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.dec = protocol.FrameDecoder()
-
-    def send(self, **msg: Any) -> None:
-        self.sock.sendall(protocol.encode(msg))
-
-    async def request(self) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        while True:
-            for m in self.dec.messages():
-                assert isinstance(m, dict)
-                return m
-            self.dec.feed(await loop.sock_recv(self.sock, 65536))
-
-
 @pytest.fixture
-async def pair() -> AsyncIterator[tuple[Client, Peer]]:
+async def pair() -> AsyncIterator[tuple[Client, RawPeer]]:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     b.setblocking(False)
     reader, writer = await asyncio.open_unix_connection(sock=a)
     c = Client(reader, writer, protocol.DEFAULT_MAX_FRAME)
-    yield c, Peer(b)
+    yield c, RawPeer(sock=b)
     await c.close()
     b.close()
 
 
-async def test_output_is_trimmed_to_the_attach_snapshot_and_follows_resyncs(pair: tuple[Client, Peer]) -> None:
+async def test_output_is_trimmed_to_the_attach_snapshot_and_follows_resyncs(pair: tuple[Client, RawPeer]) -> None:
     c, peer = pair
     attach = asyncio.ensure_future(c.attach_session(5))
-    req = await peer.request()
+    req = await peer.anext_message()
     assert (req["type"], req["session"], req["snapshot"]) == ("attach", 5, True)
     # The ok and the frames behind it arrive in one read: the offset must apply before they are dispatched.
-    peer.sock.sendall(b"".join(protocol.encode(m) for m in [
+    peer.send_bytes(b"".join(protocol.encode(m) for m in [
         {"type": "ok", "id": req["id"], "offset": 10, "session": {"id": 5}, "snapshot": {"offset": 10}},
         {"type": "output", "session": 5, "offset": 4, "data": b"old"},  # in the snapshot already
         {"type": "output", "session": 5, "offset": 8, "data": b"xxNEW"},  # straddles it
@@ -79,12 +62,12 @@ async def test_output_is_trimmed_to_the_attach_snapshot_and_follows_resyncs(pair
     assert c.events.empty()
 
 
-async def test_next_event_keeps_the_events_it_skips_in_order(pair: tuple[Client, Peer]) -> None:
+async def test_next_event_keeps_the_events_it_skips_in_order(pair: tuple[Client, RawPeer]) -> None:
     c, peer = pair
     for i in range(3):
-        peer.send(type="output", session=1, offset=i, data=b"%d" % i)
-    peer.send(type="exit", session=2, code=0, signal=None)
-    peer.send(type="exit", session=1, code=3, signal=None)
+        peer.send({"type": "output", "session": 1, "offset": i, "data": b"%d" % i})
+    peer.send({"type": "exit", "session": 2, "code": 0, "signal": None})
+    peer.send({"type": "exit", "session": 1, "code": 3, "signal": None})
     ev = await c.next_event("exit", session=1)
     assert ev["code"] == 3
     rest = [await c.next_event() for _ in range(4)]
@@ -108,7 +91,7 @@ async def test_a_bounded_queue_still_lets_next_event_find_what_is_behind_it() ->
         b.close()
 
 
-async def test_the_sdk_method_names_exist_in_snake_case(pair: tuple[Client, Peer]) -> None:
+async def test_the_sdk_method_names_exist_in_snake_case(pair: tuple[Client, RawPeer]) -> None:
     c, _ = pair
     for name in ("create_session", "attach_session", "detach_session", "send_input", "input", "resize", "kill",
                  "signal", "list_sessions", "get_snapshot", "stats", "prune", "resync", "reconnect"):

@@ -115,6 +115,34 @@ async def test_live_daemon_replies_have_exactly_the_described_shapes(daemon: Dae
         await c.close()
 
 
+async def test_live_agent_replies_have_exactly_the_described_shapes(daemon: Daemon, tmp_path: Path) -> None:
+    """`run`, `wait` (each condition's fields) and `text`, from a bash with shell integration."""
+    c = await daemon.client()
+    try:
+        home = str(tmp_path)
+        sid = (await c.create_session(shell="bash", cwd=home, env={"HOME": home, "HISTFILE": ""}))["id"]
+        strip = ("type", "id")
+        replies = {
+            "wait prompt": await c.request("wait", session=sid, timeout_ms=20000, **{"for": "prompt"}),
+            "run": await c.request("run", session=sid, command="echo shaped", timeout_ms=20000),
+            "wait text": await c.request("wait", session=sid, pattern="shap.d", timeout_ms=20000, **{"for": "text"}),
+            "wait idle": await c.request("wait", session=sid, idle_ms=50, timeout_ms=20000, **{"for": "idle"}),
+            "text": await c.request("text", session=sid, scope="all"),
+        }
+        await c.input(sid, "exit 3\r")
+        replies["wait exit"] = await c.request("wait", session=sid, timeout_ms=20000, **{"for": "exit"})
+        replies["text since"] = await c.request("text", session=sid, since=0)
+        problems: list[str] = []
+        for what, reply in replies.items():
+            shape = {"run": "RunResult", "wait": "WaitResult", "text": "TextResult"}[what.split()[0]]
+            problems += check({k: v for k, v in reply.items() if k not in strip}, shape, what)
+        assert not problems, "\n".join(problems)
+        assert replies["wait exit"]["code"] == 3 and replies["wait text"]["match"] == "shaped", replies
+        await c.kill(sid)
+    finally:
+        await c.close()
+
+
 def test_the_client_returns_the_types_the_daemon_builds() -> None:
     """One description: the client re-exports the daemon's TypedDicts, it does not keep copies that could drift."""
     from vibest_pty import shapes

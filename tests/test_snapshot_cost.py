@@ -83,3 +83,42 @@ def test_the_blank_and_coloured_screens_still_round_trip() -> None:
         dst.feed(snap.data)
         _assert_same(_state(src), _state(dst))  # every cell: text, width, style, background
         assert dst.snapshot().data == snap.data
+
+
+@pytest.mark.parametrize("kind", ["plain", "wrapped", "alt"])
+def test_an_oversized_snapshot_stops_formatting_at_its_limit_and_still_serves_most_history(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trimming history to fit `max_bytes` used to format everything first (a dense 1000x1000 screen with history:
+    twice its whole size at the peak of the process's RSS); now an oversized attempt stops at the limit."""
+    if kind == "wrapped":  # 600 lines of 10 rows each: the rows that fitted are counted in rows, not lines
+        data = b"".join(b"\x1b[3%dm" % (i % 8) + b"w%d " % i * 100 + b"\x1b[0m\r\n" for i in range(600))
+    else:
+        data = b"".join(b"\x1b[3%dmline %d padding padding\x1b[0m\r\n" % (i % 8, i) for i in range(6000))
+    if kind == "alt":
+        data += b"\x1b[?1049halt screen"
+    with Emulator(80, 24, 5000) as emu:
+        emu.feed(data)
+        whole = emu.snapshot()
+        limit = len(whole.data) // 3
+        formatted = []
+        real = vt.format_vt
+
+        def counting(*args: Any, **kwargs: Any) -> bytes:
+            try:
+                out = real(*args, **kwargs)
+            except vt.TooLarge:
+                formatted.append(kwargs["limit"])
+                raise
+            formatted.append(len(out))
+            return out
+
+        monkeypatch.setattr(vt, "format_vt", counting)
+        snap = emu.snapshot(limit)
+    assert len(snap.data) <= limit
+    assert sum(formatted) < 2.2 * limit, formatted  # the aborted attempt, then the one that fits
+    # About a third of the history fits; 0.8 of that is served at least (0.9 spare on the rows, row granularity).
+    assert snap.scrollback_lines >= 0.8 * whole.scrollback_lines / 3, (snap.scrollback_lines, whole.scrollback_lines)
+    with Emulator(80, 24, 5000) as dst:
+        dst.feed(snap.data)
+        assert _state(dst, None)["history"] == (0 if kind == "alt" else snap.scrollback_lines)

@@ -30,7 +30,15 @@ from . import protocol, shapes
 from .flow import Slot
 from .osc133 import CommandEvent, ShellTracker
 from .protocol import ProtocolError
-from .shapes import SessionCreatedEvent, SessionExitedEvent, SessionRemovedEvent, ShellFields
+from .shapes import (
+    RunResult,
+    SessionCreatedEvent,
+    SessionExitedEvent,
+    SessionRemovedEvent,
+    ShellFields,
+    TextResult,
+    WaitResult,
+)
 
 if TYPE_CHECKING:
     from .server import Connection
@@ -305,7 +313,7 @@ def handle_run(conn: Connection, msg: dict[str, Any]) -> None:
     _start(conn, protocol.request_id(msg), "run", sid, _run(agent, command, timeout_ms))
 
 
-async def _run(agent: SessionAgent, command: str, timeout_ms: int | None) -> dict[str, Any]:
+async def _run(agent: SessionAgent, command: str, timeout_ms: int | None) -> RunResult:
     session = agent.session
     t0 = time.monotonic()
     deadline = None if timeout_ms is None else t0 + timeout_ms / 1000
@@ -392,7 +400,7 @@ def handle_wait(conn: Connection, msg: dict[str, Any]) -> None:
 
 async def _wait(
     agent: SessionAgent, kind: str, pattern: re.Pattern[str] | None, idle_ms: int, timeout_ms: int | None
-) -> dict[str, Any]:
+) -> WaitResult:
     session = agent.session
     try:
         async with asyncio.timeout(None if timeout_ms is None else timeout_ms / 1000):
@@ -444,7 +452,7 @@ def handle_text(conn: Connection, msg: dict[str, Any]) -> Slot | dict[str, Any]:
         raw = window[max(since, start) - start :]
         offset, cols, rows = session.offset, session.cols, session.rows
 
-        async def since_text() -> dict[str, Any]:
+        async def since_text() -> TextResult:
             text, cut = _cap(await on_worker(session, lambda: render(raw, cols, rows)))
             return {"text": text, "offset": offset, "truncated": cut or since < start}
 
@@ -456,7 +464,7 @@ def handle_text(conn: Connection, msg: dict[str, Any]) -> Slot | dict[str, Any]:
         raise ProtocolError(protocol.INVALID_ARGUMENT, "'scope' must be one of " + ", ".join(TEXT_SCOPES))
     offset = session.offset
 
-    async def scoped() -> dict[str, Any]:
+    async def scoped() -> TextResult:
         text, cut = _cap(await screen_text(session, scope))
         return {"text": text, "offset": offset, "truncated": cut}
 

@@ -1,6 +1,6 @@
 """Asyncio client for the daemon, on the same sans-I/O codec: requests as coroutines, events as a queue or
-callbacks, per-session offsets, and reconnection with `since`. Used by the `vibest-pty` command, the benchmarks
-and the test suites.
+callbacks, per-session offsets, and reconnection with `since`. Used by the `vibest-pty` command and the test
+suites (the benchmarks use the leaner blocking RawPeer of vibest_pty.testing, so they measure the daemon).
 
 The methods are the TypeScript SDK's (sdk/typescript/src/client.ts) in snake_case:
 
@@ -59,6 +59,7 @@ from .shapes import (
     ListPage,
     OutputEvent,
     QueueStats,
+    RunResult,
     SessionCreatedEvent,
     SessionExitedEvent,
     SessionInfo,
@@ -66,14 +67,17 @@ from .shapes import (
     ShutdownEvent,
     Snapshot,
     Stats,
+    TextResult,
+    WaitResult,
 )
 
 __all__ = [
     "AttachResult", "BackpressureWarningEvent", "Client", "CloseEvent", "CommandEvent", "ConnectionClosed",
     "DisconnectEvent", "EmulatorStats", "ErrorEvent", "Event", "EventQueue", "ExitEvent", "Handler", "HelloInfo",
-    "LastCommand", "ListPage", "OutputEvent", "PtyError", "QueueStats", "ReconnectEvent", "ResyncEvent",
+    "LastCommand", "ListPage", "OutputEvent", "PtyError", "QueueStats", "ReconnectEvent", "ResyncEvent", "RunResult",
     "SessionCreatedEvent", "SessionExitedEvent", "SessionInfo", "SessionRemovedEvent", "SessionState",
-    "ShutdownEvent", "Snapshot", "Stats", "UntrustedServer", "UpgradedEvent", "check_peer", "connect",
+    "ShutdownEvent", "Snapshot", "Stats", "TextResult", "UntrustedServer", "UpgradedEvent", "WaitResult",
+    "check_peer", "connect",
     "wait_for_connection",
 ]
 
@@ -664,24 +668,24 @@ class Client:
 
     # -- agents (docs/protocol.md "Agents"): these replies come when the condition holds ------------------------
 
-    async def run_command(self, session: int, command: str, *, timeout_ms: int | None = None) -> dict[str, Any]:
+    async def run_command(self, session: int, command: str, *, timeout_ms: int | None = None) -> RunResult:
         """Type `command` at the shell's prompt and wait for its end: {exit_code, output, output_offsets,
         duration_ms, truncated}. Errors: busy, timeout (reply has the output so far), no_shell_integration."""
         fields: dict[str, Any] = {"session": session, "command": command}
         if timeout_ms is not None:
             fields["timeout_ms"] = timeout_ms
-        return {k: v for k, v in (await self.request("run", **fields)).items() if k not in ("type", "id")}
+        return cast(RunResult, {k: v for k, v in (await self.request("run", **fields)).items() if k not in ("type", "id")})
 
     async def wait_for(self, session: int, condition: str, *, pattern: str | None = None,
-                       idle_ms: int | None = None, timeout_ms: int | None = None) -> dict[str, Any]:
+                       idle_ms: int | None = None, timeout_ms: int | None = None) -> WaitResult:
         """Wait until `condition` ("prompt", "exit", "idle", "text" with a regex `pattern`) holds."""
         fields: dict[str, Any] = {"session": session, "for": condition}
         for k, v in (("pattern", pattern), ("idle_ms", idle_ms), ("timeout_ms", timeout_ms)):
             if v is not None:
                 fields[k] = v
-        return {k: v for k, v in (await self.request("wait", **fields)).items() if k not in ("type", "id")}
+        return cast(WaitResult, {k: v for k, v in (await self.request("wait", **fields)).items() if k not in ("type", "id")})
 
-    async def get_text(self, session: int, scope: str = "screen", *, since: int | None = None) -> dict[str, Any]:
+    async def get_text(self, session: int, scope: str = "screen", *, since: int | None = None) -> TextResult:
         """Plain text rendered by the daemon's emulator: {text, offset, truncated}; `scope` is "screen",
         "scrollback" or "all"; with `since`, the text of the output after that offset instead."""
         fields: dict[str, Any] = {"session": session}
@@ -689,7 +693,7 @@ class Client:
             fields["since"] = since
         else:
             fields["scope"] = scope
-        return {k: v for k, v in (await self.request("text", **fields)).items() if k not in ("type", "id")}
+        return cast(TextResult, {k: v for k, v in (await self.request("text", **fields)).items() if k not in ("type", "id")})
 
     async def watch(self) -> builtins.list[SessionInfo]:
         """Get session_created / session_exited / session_removed and command end events of every session."""
@@ -698,7 +702,7 @@ class Client:
     async def unwatch(self) -> None:
         await self.request("unwatch")
 
-    # The first names of this client, kept for its users (tests, benchmarks).
+    # The first names of this client, kept for its users (the CLI, the tests).
     create = create_session
     attach = attach_session
     detach = detach_session

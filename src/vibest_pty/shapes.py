@@ -135,6 +135,35 @@ class ListPage(TypedDict):
     next: NotRequired[int]
 
 
+class RunResult(TypedDict):
+    """The `run` reply without its envelope (docs/protocol.md "Agents")."""
+
+    exit_code: int | None
+    output: str  # rendered by an emulator of the session's width, at most 1 MiB (the end kept)
+    output_offsets: list[int]  # [start, end] in the session's output
+    duration_ms: int
+    truncated: bool
+    command: str | None
+
+
+class WaitResult(TypedDict):
+    """The `wait` reply without its envelope: the offset, and what the condition met."""
+
+    offset: int
+    shell_state: NotRequired[str]  # for "prompt"
+    code: NotRequired[int | None]  # for "exit"
+    signal: NotRequired[int | None]  # for "exit"
+    match: NotRequired[str]  # for "text"
+
+
+class TextResult(TypedDict):
+    """The `text` reply without its envelope."""
+
+    text: str
+    offset: int
+    truncated: bool
+
+
 # -- events (no id) -----------------------------------------------------------------------------------------------
 
 

@@ -111,7 +111,15 @@ def snapshot(t: vt.Term, scrollback_lines: int, max_bytes: int = 1 << 62) -> Scr
     When `data` would pass `max_bytes`, history is served from fewer rows (the oldest are dropped) until it
     fits; `scrollback_lines` says how many were served.
     """
-    st = _snapshot(t, scrollback_lines)
+    rows = vt.size(t)[1]
+    cap = scrollback_lines  # not clamped to the live history: under the alt screen it is the primary's that counts
+    while True:
+        try:  # formatting stops at max_bytes while history is served: an oversized attempt costs no more than that
+            st = _snapshot(t, cap, max_bytes if cap > 0 else None)
+            break
+        except vt.TooLarge as e:
+            # `e.rows` rows (history first, then the screen's) fitted: keep 90% of them, less the screen's rows.
+            cap = max(0, min(cap - 1, int(e.rows * 0.9) - rows))
     while len(st.data) > max_bytes and st.scrollback_lines > 0:
         # History dominates a big snapshot: scale the rows by the excess, with 10% to spare, at least -1.
         keep = int(st.scrollback_lines * max_bytes / len(st.data) * 0.9)
@@ -121,7 +129,9 @@ def snapshot(t: vt.Term, scrollback_lines: int, max_bytes: int = 1 << 62) -> Scr
     return st
 
 
-def _snapshot(t: vt.Term, history_cap: int) -> ScreenState:
+def _snapshot(t: vt.Term, history_cap: int, limit: int | None = None) -> ScreenState:
+    """One attempt at serving `history_cap` history rows; the content formatting raises vt.TooLarge (with `rows`
+    set) past `limit` bytes."""
     live = _View(t)
     mode_map = modes(t)
     title_b = vt.title(t)
@@ -139,12 +149,12 @@ def _snapshot(t: vt.Term, history_cap: int) -> ScreenState:
         out.append(b"\x1b[?2027h")
     if live.alt:
         alt_mode = next((n for n in _ALT_MODES if vt.mode(t, n, False)), 1049)
-        served, pen_reset = _primary_under_alt(t, out, alt_mode, history_cap)
+        served, pen_reset = _primary_under_alt(t, out, alt_mode, history_cap, limit)
         out.append(f"\x1b[?{alt_mode}h\x1b[H".encode() + pen_reset)
         out += live.content(0, pad=False)
     else:
         served = min(live.history, history_cap)
-        out += live.content(served, pad=True)
+        out += live.content(served, pad=True, limit=limit)
     out.append(live.bg_repair())
 
     # Terminal-level state: tab stops, margins, modes, then the cursor and the pen.
@@ -183,7 +193,9 @@ def _snapshot(t: vt.Term, history_cap: int) -> ScreenState:
     )
 
 
-def _primary_under_alt(t: vt.Term, out: list[bytes], alt_mode: int, history_cap: int) -> tuple[int, bytes]:
+def _primary_under_alt(
+    t: vt.Term, out: list[bytes], alt_mode: int, history_cap: int, limit: int | None = None
+) -> tuple[int, bytes]:
     """Append the primary screen (history, rows, cursor, pen) as it will be when the alt screen is left.
 
     Returns the history rows served and the bytes that undo the primary's pen for the alt screen."""
@@ -194,7 +206,7 @@ def _primary_under_alt(t: vt.Term, out: list[bytes], alt_mode: int, history_cap:
         vt.write(clone, f"\x18\x1b[?{alt_mode}l".encode())
         v = _View(clone)
         served = min(v.history, history_cap)
-        out += v.content(served, pad=True)
+        out += v.content(served, pad=True, limit=limit)
         out.append(v.bg_repair())
         out.append(v.cursor_tail())
         return served, v.pen_reset()
@@ -255,9 +267,9 @@ class _View:
             raise vt.EmulatorError(f"plain formatting gave {len(lines)} lines for {n} rows")
         return [not line for line in lines] + [True] * (n - len(lines))
 
-    def content(self, history_rows: int, pad: bool) -> list[bytes]:
+    def content(self, history_rows: int, pad: bool, limit: int | None = None) -> list[bytes]:
         """The last `history_rows` history rows and the active area, in parts to be joined; `pad` adds the
-        trailing blank rows."""
+        trailing blank rows. Past `limit` bytes: vt.TooLarge, its `rows` set to the rows that fitted."""
         start = self.history - history_rows
         last = self.total - 1
         blank = self.blank_rows(start, last)
@@ -265,13 +277,21 @@ class _View:
             last -= 1
         # The formatter joins a row marked "continues a soft wrap" onto the row above even when that row is not
         # wrapped (scroll regions leave rows so), misplacing a cell: format such rows as separate lines.
-        out = []
+        out: list[bytes] = []
+        size = 0
         first = start
-        for y in vt.orphan_continuations(self.t, start + 1, last):
-            out.append(vt.format_vt(self.t, vt.selection(self.t, 0, first, self.cols - 1, y - 1), unwrap=True))
-            out.append(b"\r\n")
-            first = y
-        out.append(vt.format_vt(self.t, vt.selection(self.t, 0, first, self.cols - 1, last), unwrap=True))
+        for end in [*vt.orphan_continuations(self.t, start + 1, last), last + 1]:
+            sel = vt.selection(self.t, 0, first, self.cols - 1, end - 1)
+            try:
+                piece = vt.format_vt(self.t, sel, unwrap=True, limit=None if limit is None else limit - size)
+            except vt.TooLarge as e:
+                e.rows = first - start + vt.rows_of_lines(self.t, first, e.lines)
+                raise
+            if out:
+                out.append(b"\r\n")
+            out.append(piece)
+            size += len(piece) + 2
+            first = end
         if pad:
             out.append(b"\r\n" * (self.total - 1 - last))
         return out

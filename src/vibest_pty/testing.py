@@ -46,19 +46,25 @@ class RawPeer:
     """A blocking Unix-socket peer: sends any message or bytes, and reads the daemon's frames one by one.
 
     Frames that arrive while waiting for something else (a reply, an event of another type) are kept in `events`,
-    in order, for later. `timeout` (seconds, None: wait forever) applies to each receive."""
+    in order, for later. `timeout` (seconds, None: wait forever) applies to each receive. With `sock` instead of a
+    path it speaks on a socket that is already connected (one end of a socketpair: a scripted daemon for a
+    client's tests)."""
 
-    def __init__(self, path: str, *, timeout: float | None = 10.0, rcvbuf: int | None = None,
-                 max_frame: int = protocol.DEFAULT_MAX_FRAME) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if rcvbuf is not None:  # before connect: a small buffer makes the daemon see a slow reader at once
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.connect(path)
-        except BaseException:
-            self.sock.close()
-            raise
+    def __init__(self, path: str | None = None, *, sock: socket.socket | None = None, timeout: float | None = 10.0,
+                 rcvbuf: int | None = None, max_frame: int = protocol.DEFAULT_MAX_FRAME) -> None:
+        if sock is not None:
+            self.sock = sock
+        else:
+            assert path is not None, "a socket path or a connected socket"
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            if rcvbuf is not None:  # before connect: a small buffer makes the daemon see a slow reader at once
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            try:
+                self.sock.connect(path)
+            except BaseException:
+                self.sock.close()
+                raise
         self.dec = FrameDecoder(max_frame)
         self.events: deque[dict[str, Any]] = deque()
         self.eof = False
@@ -207,6 +213,14 @@ class RawPeer:
         else:
             self.dec.feed(self._view[:n])
         return n
+
+    async def anext_message(self, timeout: float = 60.0) -> dict[str, Any]:
+        """The next frame (kept ones first), read on the running loop; ConnectionError at EOF."""
+        while not self.events:
+            self.events.extend(self.frames())
+            if not self.events and not await self.afill(timeout):
+                raise ConnectionError("the peer closed the connection")
+        return self.events.popleft()
 
     async def read_until(self, type: str, timeout: float = 60.0, chunk_delay: float = 0.0) -> list[dict[str, Any]]:
         """Every frame up to and including the first of this type (kept ones first), read on the running loop;

@@ -249,31 +249,70 @@ def _grid_ref(t: Term, x: int, y: int, tag: int) -> Any:
     return ref
 
 
+ROW_BLOCK = 256  # rows read per grid-ref lookup when they lie in one page
+
+
 def orphan_continuations(t: Term, first: int, last: int) -> list[int]:
     """Screen rows in first..last flagged as a soft-wrap continuation whose previous row is not wrapped (scroll
-    regions leave rows so). One grid ref and row handle are reused: this walks every row of a 10k-line history
-    on attach (3-4 calls a row)."""
+    regions leave rows so). This walks every row of a 10k-line history on attach, so it makes 2 calls a row: a
+    grid ref is looked up once per block of ROW_BLOCK rows when the block's last row is in the same page as its
+    first (a page holds consecutive rows), the next rows then being the same page's following ones; and both
+    flags are read with one get_multi."""
+    grid_ref, row_of, row_get_multi = _grid_ref_fn(), _lib.ghostty_grid_ref_row, _lib.ghostty_row_get_multi
+    pt = _ffi.new("GhosttyPointS*")
+    pt.tag = _lib.GHOSTTY_POINT_TAG_SCREEN
+    pt.value.x = 0
+    ref = _new_sized("GhosttyGridRef")
+    probe = _new_sized("GhosttyGridRef")
+    row = _ffi.new("GhosttyRow*")
+    keys = _ffi.new("GhosttyRowData[2]", [_lib.GHOSTTY_ROW_DATA_WRAP, _lib.GHOSTTY_ROW_DATA_WRAP_CONTINUATION])
+    flags = _ffi.new("bool[2]")
+    values = _ffi.new("void*[2]", [_ffi.addressof(flags, 0), _ffi.addressof(flags, 1)])
+    out = []
+    prev_wrap = False
+    y = max(first - 1, 0)
+    while y <= last:
+        end = min(y + ROW_BLOCK, last + 1)  # rows y..end-1
+        pt.value.y = y
+        if grid_ref(t, pt[0], ref):
+            raise EmulatorError(f"grid ref of row {y} failed")
+        pt.value.y = end - 1
+        if grid_ref(t, pt[0], probe):
+            raise EmulatorError(f"grid ref of row {end - 1} failed")
+        if probe.node != ref.node or probe.y != ref.y + (end - 1 - y):
+            end = y + 1  # the block crosses a page: this row alone, the next block starts after it
+        base = ref.y
+        for i in range(end - y):
+            ref.y = base + i
+            if row_of(ref, row) or row_get_multi(row[0], 2, keys, values, _ffi.NULL):
+                raise EmulatorError(f"row {y + i} failed")
+            if not prev_wrap and flags[1] and y + i >= first:
+                out.append(y + i)
+            prev_wrap = bool(flags[0])
+        y = end
+    return out
+
+
+def rows_of_lines(t: Term, first: int, lines: int) -> int:
+    """How many screen rows from `first` the next `lines` logical lines take (a row ends a line unless it is
+    soft-wrapped). For sizing a snapshot that passed its limit: 3 calls a row, on that path only."""
     grid_ref, row_of, row_get = _grid_ref_fn(), _lib.ghostty_grid_ref_row, _lib.ghostty_row_get
-    wrap, cont = _lib.GHOSTTY_ROW_DATA_WRAP, _lib.GHOSTTY_ROW_DATA_WRAP_CONTINUATION
     pt = _ffi.new("GhosttyPointS*")
     pt.tag = _lib.GHOSTTY_POINT_TAG_SCREEN
     pt.value.x = 0
     ref = _new_sized("GhosttyGridRef")
     row = _ffi.new("GhosttyRow*")
     flag = _ffi.new("bool*")
-    out = []
-    prev_wrap = False
-    for y in range(max(first - 1, 0), last + 1):
+    total = total_rows(t)
+    y = first
+    while lines > 0 and y < total:
         pt.value.y = y
-        if grid_ref(t, pt[0], ref) or row_of(ref, row):
-            raise EmulatorError(f"grid ref of row {y} failed")
-        if not prev_wrap and y >= first:
-            row_get(row[0], cont, flag)
-            if flag[0]:
-                out.append(y)
-        row_get(row[0], wrap, flag)
-        prev_wrap = bool(flag[0])
-    return out
+        if grid_ref(t, pt[0], ref) or row_of(ref, row) or row_get(row[0], _lib.GHOSTTY_ROW_DATA_WRAP, flag):
+            raise EmulatorError(f"row {y} failed")
+        if not flag[0]:
+            lines -= 1
+        y += 1
+    return y - first
 
 
 def cell_is_spacer_tail(t: Term, x: int, y: int) -> bool:
@@ -416,10 +455,22 @@ def selection(t: Term, x0: int, y0: int, x1: int, y1: int, *, active: bool = Fal
     return sel
 
 
-def format_vt(t: Term, sel: Selection, *, unwrap: bool = False, **extras: bool) -> bytes:
+class TooLarge(EmulatorError):
+    """The formatter's output passed the `limit` it was given; `lines` lines were complete by then."""
+
+    def __init__(self, lines: int) -> None:
+        super().__init__(f"formatted output passed its limit after {lines} lines")
+        self.lines = lines
+        self.rows = 0  # the screen rows those lines take, when the caller knows where they started
+
+
+def format_vt(
+    t: Term, sel: Selection, *, unwrap: bool = False, limit: int | None = None, **extras: bool
+) -> bytes:
     """VT-format `sel` of the current screen with the named extras on: GhosttyFormatterTerminalExtra fields, and
-    `screen_<name>` for GhosttyFormatterScreenExtra fields."""
-    return _format(t, sel, _lib.GHOSTTY_FORMATTER_FORMAT_VT, unwrap, False, extras)
+    `screen_<name>` for GhosttyFormatterScreenExtra fields. Past `limit` bytes the formatter is stopped and
+    TooLarge raised (so an over-long snapshot costs at most `limit`, not its whole size)."""
+    return _format(t, sel, _lib.GHOSTTY_FORMATTER_FORMAT_VT, unwrap, False, extras, limit)
 
 
 def format_plain(t: Term, sel: Selection, *, unwrap: bool = False, trim: bool = False) -> bytes:
@@ -428,7 +479,9 @@ def format_plain(t: Term, sel: Selection, *, unwrap: bool = False, trim: bool = 
     return _format(t, sel, _lib.GHOSTTY_FORMATTER_FORMAT_PLAIN, unwrap, trim, {})
 
 
-def _format(t: Term, sel: Selection, emit: int, unwrap: bool, trim: bool, extras: dict[str, bool]) -> bytes:
+def _format(
+    t: Term, sel: Selection, emit: int, unwrap: bool, trim: bool, extras: dict[str, bool], limit: int | None = None
+) -> bytes:
     """Run the formatter through a writer callback into one bytearray: the library hands over 4 KiB at a time,
     so a big screen is held once on our side, never also in a C buffer growing by doubling (format_alloc: ~3x the
     output at its peak, 140 MiB for a 43 MiB dense 1000x1000 screen with history)."""
@@ -445,27 +498,43 @@ def _format(t: Term, sel: Selection, emit: int, unwrap: bool, trim: bool, extras
     fmt = _ffi.new("GhosttyFormatter*")
     check(_lib.ghostty_formatter_terminal_new(_ffi.NULL, fmt, t, opts[0]), "formatter_terminal_new")
     try:
-        out = bytearray()
+        sink = _Sink(limit)
         writer = _ffi.new("GhosttyWriter*")
         writer.write = _writer_callback()
-        handle = _ffi.new_handle(out)  # kept in a local: the struct field alone does not keep it alive
+        handle = _ffi.new_handle(sink)  # kept in a local: the struct field alone does not keep it alive
         writer.userdata = handle
-        check(_lib.ghostty_formatter_format(fmt[0], writer[0]), "formatter_format")
-        return bytes(out)
+        res = _lib.ghostty_formatter_format(fmt[0], writer[0])
+        if sink.over:
+            raise TooLarge(sink.out.count(b"\n"))
+        check(res, "formatter_format")
+        return bytes(sink.out)
     finally:
         _lib.ghostty_formatter_free(fmt[0])
+
+
+class _Sink:
+    __slots__ = ("limit", "out", "over")
+
+    def __init__(self, limit: int | None) -> None:
+        self.out = bytearray()
+        self.limit = (1 << 62) if limit is None else limit
+        self.over = False
 
 
 _writer_cb: Any = None
 
 
 def _writer_callback() -> Any:
-    """The one GhosttyWriterFn: appends to the bytearray its userdata handle names."""
+    """The one GhosttyWriterFn: appends to the _Sink its userdata handle names; False (stop) past its limit."""
     global _writer_cb
     if _writer_cb is None:
 
         def write(userdata: Any, data: Any, n: int) -> bool:
-            _ffi.from_handle(userdata).extend(_ffi.buffer(data, n))
+            sink: _Sink = _ffi.from_handle(userdata)
+            if len(sink.out) + n > sink.limit:
+                sink.over = True
+                return False
+            sink.out.extend(_ffi.buffer(data, n))
             return True
 
         _writer_cb = _ffi.callback("bool(void*, const uint8_t*, size_t)", write)

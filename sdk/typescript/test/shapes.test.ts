@@ -4,11 +4,11 @@
  * checks against the type, compared here with the file), and a live daemon's replies conform to them.
  */
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 
-import { type EmulatorStats, type HelloInfo, type LastCommand, type PtyDaemonClient, type QueueStats, type SessionInfo, type Snapshot, type Stats } from "@vibest/pty-daemon";
+import { type EmulatorStats, type HelloInfo, type RunResult, type TextResult, type WaitResult, type LastCommand, type PtyDaemonClient, type QueueStats, type SessionInfo, type Snapshot, type Stats } from "@vibest/pty-daemon";
 
 import { Daemon, ROOT, daemonForFile, sleep } from "./helpers.js";
 
@@ -40,6 +40,11 @@ const TYPE_KEYS: Record<string, Record<string, true>> = {
     warnings: true,
   } satisfies Exact<QueueStats>,
   EmulatorStats: { pid: true, rss: true, sessions: true, restarts: true } satisfies Exact<EmulatorStats>,
+  RunResult: {
+    exit_code: true, output: true, output_offsets: true, duration_ms: true, truncated: true, command: true,
+  } satisfies Exact<RunResult>,
+  WaitResult: { offset: true, shell_state: true, code: true, signal: true, match: true } satisfies Exact<WaitResult>,
+  TextResult: { text: true, offset: true, truncated: true } satisfies Exact<TextResult>,
   Stats: {
     version: true, instance: true, upgrades: true, last_upgrade_pause_ms: true, uptime: true, connections: true, sessions: true, running: true, bytes_in: true, bytes_out: true,
     frames_out: true, rss: true, emulators: true, emulators_rss: true, queues: true,
@@ -126,4 +131,26 @@ test("a live daemon's replies have exactly the shapes of tests/vectors/shapes.js
   assert.ok((stats.queues as unknown[]).length > 0, "a subscribed session gives a QueueStats entry");
   assert.deepEqual(problems, []);
   await s.kill();
+});
+
+test("run, wait and text replies of a live daemon have exactly the shapes of tests/vectors/shapes.json", async () => {
+  const home = mkdtempSync("/tmp/vpts-home-");
+  try {
+    const s = await client.createSession({ shell: "bash", cwd: home, env: { HOME: home, HISTFILE: "" } });
+    const replies: [string, string, unknown][] = [];
+    replies.push(["wait prompt", "WaitResult", await client.waitFor(s.id, { for: "prompt", timeoutMs: 20000 })]);
+    replies.push(["run", "RunResult", await client.runCommand(s.id, "echo shaped", { timeoutMs: 20000 })]);
+    replies.push(["wait text", "WaitResult", await client.waitFor(s.id, { for: "text", pattern: "shap.d", timeoutMs: 20000 })]);
+    replies.push(["wait idle", "WaitResult", await client.waitFor(s.id, { for: "idle", idleMs: 50, timeoutMs: 20000 })]);
+    replies.push(["text", "TextResult", await client.getText(s.id, "all")]);
+    await client.input(s.id, "exit 3\r");
+    const exited = await client.waitFor(s.id, { for: "exit", timeoutMs: 20000 });
+    replies.push(["wait exit", "WaitResult", exited]);
+    replies.push(["text since", "TextResult", await client.getText(s.id, { since: 0 })]);
+    assert.deepEqual(replies.flatMap(([what, shape, value]) => check(value, shape, what)), []);
+    assert.equal(exited.code, 3);
+    await client.kill(s.id);
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
 });

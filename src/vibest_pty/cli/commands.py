@@ -9,7 +9,7 @@ import shlex
 import sys
 from typing import Any
 
-from ..client import Client, PtyError
+from ..client import Client, PtyError, RunResult, WaitResult
 from .common import by_ref, eprint
 from .format import escape, escape_text, format_stats, format_table, snapshot_text
 
@@ -35,7 +35,7 @@ async def cmd_run(client: Client, args: argparse.Namespace) -> int:
     command = args.cmd[0] if len(args.cmd) == 1 else shlex.join(args.cmd)
     timeout_ms = None if args.timeout is None else int(args.timeout * 1000)
 
-    async def op(sid: int) -> dict[str, object]:
+    async def op(sid: int) -> RunResult:
         return await client.run_command(sid, command, timeout_ms=timeout_ms)
 
     try:
@@ -67,7 +67,7 @@ async def cmd_wait(client: Client, args: argparse.Namespace) -> int:
     else:
         kind, extra = "text", {"pattern": args.text}
 
-    async def op(sid: int) -> dict[str, object]:
+    async def op(sid: int) -> WaitResult:
         return await client.wait_for(sid, kind, timeout_ms=timeout_ms, **extra)
 
     try:
