@@ -74,7 +74,7 @@ def scenario(sessions: int, lines: int, runs: int) -> dict[str, Any]:
             tick = c.create(shell="/bin/sh", args=["-c", TICK], attach=True)
             common.wait_output(c, tick["id"], b"t\r\n")
             time.sleep(0.5)
-            rss0, fds0 = total_rss(d), fds(d.pid)
+            fds0, rss0 = fds(d.pid), total_rss(d)  # fds first: total_rss opens a connection of its own
             gaps, pauses = [], []
             for _ in range(runs):
                 gap, pause = one_upgrade(c, tick["id"])
@@ -82,7 +82,7 @@ def scenario(sessions: int, lines: int, runs: int) -> dict[str, Any]:
                 pauses.append(pause)
                 time.sleep(0.3)
             time.sleep(0.5)
-            rss1, fds1 = total_rss(d), fds(d.pid)
+            fds1, rss1 = fds(d.pid), total_rss(d)
             assert c.request("hello", protocol=1)["pid"] == d.pid
     finally:
         d.stop()
