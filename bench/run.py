@@ -26,6 +26,7 @@ import bench_resources
 import bench_scale
 import bench_spawn
 import bench_throughput
+import bench_upgrade
 import common
 
 BENCHES: dict[str, Callable[[list[str]], dict[str, Any]]] = {
@@ -36,6 +37,7 @@ BENCHES: dict[str, Callable[[list[str]], dict[str, Any]]] = {
     "isolation": bench_isolation.main,
     "spawn": bench_spawn.main,
     "scale": bench_scale.main,
+    "upgrade": bench_upgrade.main,
 }
 
 
@@ -119,6 +121,16 @@ def table(r: dict[str, Any]) -> str:
                        f"{i['flood_direct']['p99_ms']:.3f} |")
         out += ["", f"Flood read at {i['flood_mbps']:.1f} MB/s, daemon CPU {i['daemon_cpu_share']:.0%}. "
                 f"p99 under flood < 1 ms: {_ok(i['flood']['p99_ms'] < 1)}", ""]
+    if "upgrade" in r:
+        out += ["### In-place upgrade (issue #14)", "",
+                "| sessions | client-seen gap p50 / max | daemon pause p50 | target | RSS MB before/after | fds |",
+                "| --- | --- | --- | --- | --- | --- |"]
+        for name, target in (("one", 50), ("many", 300)):
+            u = r["upgrade"][name]
+            out.append(f"| {u['sessions']} x {u['lines']} lines | {u['gap_ms']['p50']:.0f} / {u['gap_ms']['max']:.0f} ms "
+                       f"| {u['pause_ms']['p50']:.0f} ms | < {target} ms {_ok(u['gap_ms']['p50'] < target)} "
+                       f"| {u['rss_mb'][0]:.1f} / {u['rss_mb'][1]:.1f} | {u['fds'][0]} / {u['fds'][1]} |")
+        out.append("")
     if "spawn" in r:
         s = r["spawn"]
         st, sp = s["startup"], s["spawn"]

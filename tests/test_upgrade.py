@@ -4,10 +4,13 @@ notice but for an `upgraded` event, and the failure modes that change nothing.""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +25,8 @@ from vibest_pty.protocol import FrameDecoder
 from .conftest import ROOT, collect_until_exit
 
 FLOOD_CHUNKS = 60  # 60 x 10,000 lines with 0.1 s pauses: several seconds, so the upgrade lands mid-stream
+NODE = shutil.which("node")
+SDK_DIST = ROOT / "sdk" / "typescript" / "dist" / "index.js"
 
 
 def _fds(pid: int) -> list[str]:
@@ -42,14 +47,14 @@ def _kinds(fds: list[str]) -> dict[str, int]:
     return kinds
 
 
-async def _wait_for(c: Any, sid: int, needle: bytes, timeout: float = 15.0) -> None:
+async def _wait_for(c: Any, sid: int, needle: bytes, timeout: float = 15.0, gone: bool = False) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         snap = await c.snapshot(sid)
-        if needle in snap["data"]:
+        if (needle in snap["data"]) != gone:
             return
         await asyncio.sleep(0.1)
-    raise AssertionError(f"{needle!r} not on the screen of session {sid}")
+    raise AssertionError(f"{needle!r} {'still' if gone else 'not'} on the screen of session {sid}")
 
 
 def _raw_client(path: str, sid: int) -> socket.socket:
@@ -93,13 +98,22 @@ async def test_upgrade_keeps_sessions_screens_and_connections(daemon_factory: An
     exited = await c.create(shell="/bin/sh", args=["-c", "exit 7"])
     stubborn = await c.create(shell="/bin/sh", args=["-c", "trap '' HUP; while :; do sleep 0.1; done"])
     paste = await c.create(shell="/bin/sh", args=["-c", "stty raw -echo; sleep 3; head -c 1048576 | wc -c"])
-    flood_cmd = (f"for i in $(seq 0 {FLOOD_CHUNKS - 1}); do seq $((i*10000+1)) $((i*10000+10000)); sleep 0.1; done;"
-                 " exit 3")
+    # The SDK client attaches (since 0) during the first second; the flood starts after it.
+    flood_cmd = (f"sleep 1; for i in $(seq 0 {FLOOD_CHUNKS - 1}); do seq $((i*10000+1)) $((i*10000+10000));"
+                 " sleep 0.1; done; exit 3")
     flood = await watcher.create(shell="/bin/sh", args=["-c", flood_cmd], attach=True)
     collector = asyncio.create_task(collect_until_exit(watcher, flood["id"], timeout=120))
+    sdk = None
+    if NODE is not None and SDK_DIST.exists():
+        sdk = subprocess.Popen([NODE, str(ROOT / "tests" / "sdk_upgrade_client.mjs"), d.socket, str(flood["id"]),
+                                SDK_DIST.as_uri()], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert sdk.stdout is not None
+        line = await asyncio.get_running_loop().run_in_executor(None, sdk.stdout.readline)
+        assert line == b"attached\n", (line, sdk.stderr.read() if sdk.stderr else b"")
     await c.input(vim["id"], "ihello from vim\x1b")
     await c.input(shell["id"], "seq 1 3000\n")
     await _wait_for(c, vim["id"], b"hello from vim")
+    await _wait_for(c, vim["id"], b"-- INSERT --", gone=True)  # vim takes the ESC after its escape timeout
     await _wait_for(c, shell["id"], b"3000")
     deadline = time.monotonic() + 10
     while (await c.list())[2]["running"] and time.monotonic() < deadline:
@@ -127,7 +141,8 @@ async def test_upgrade_keeps_sessions_screens_and_connections(daemon_factory: An
         assert after[sid]["pid"] == s["pid"], sid
     for sid, snap in snaps.items():
         now = await c.snapshot(sid)
-        assert now["data"] == snap["data"], f"session {sid}'s screen changed across the upgrade"
+        assert now["data"] == snap["data"], (
+            f"session {sid}'s screen changed across the upgrade: {snap['data'][-300:]!r} -> {now['data'][-300:]!r}")
         assert now["offset"] == snap["offset"]
     stats = await c.stats()
     assert stats["upgrades"] == 1 and stats["instance"] == hello["instance"]
@@ -141,6 +156,14 @@ async def test_upgrade_keeps_sessions_screens_and_connections(daemon_factory: An
     expected = "".join(f"{i}\r\n" for i in range(1, FLOOD_CHUNKS * 10000 + 1)).encode()
     assert data == expected
     assert exit_ev["code"] == 3
+    if sdk is not None:  # the SDK client saw the same: every byte once, offsets continuous, one `upgraded`
+        out, err = await asyncio.get_running_loop().run_in_executor(None, sdk.communicate)
+        assert sdk.returncode == 0, err.decode(errors="replace")
+        seen = json.loads(out.decode().strip().splitlines()[-1])
+        assert seen["gaps"] == 0 and seen["length"] == len(expected), seen
+        assert seen["sha256"] == hashlib.sha256(expected).hexdigest()
+        assert seen["upgraded"] == [{"version": __version__, "previous_version": __version__}]
+        assert seen["disconnects"] == 0 and seen["code"] == 3
     # the pending kill still lands, the paste arrived whole, vim and the shell still answer
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -157,14 +180,15 @@ async def test_upgrade_keeps_sessions_screens_and_connections(daemon_factory: An
     assert any(m.get("type") == "upgraded" for m in seen)
     stuck.close()
     # no fd leaked: what the daemon holds is what it held before, less what the three sessions that exited since
-    # (a master and a pidfd each) and the closed client held
+    # (a master and a pidfd each) and the closed clients held
     await _wait_for(c, paste["id"], b"1048576")
     deadline = time.monotonic() + 10
     while any(s["running"] for s in await c.list() if s["id"] == paste["id"]) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)
     fds_after = _fds(d.pid)
-    assert len(fds_after) == len(fds_before) - 2 * 3 - 1, (_kinds(fds_before), _kinds(fds_after))
+    closed_clients = 1 + (sdk is not None)  # the non-reading client and the SDK's
+    assert len(fds_after) == len(fds_before) - 2 * 3 - closed_clients, (_kinds(fds_before), _kinds(fds_after))
     await c.close()
     await watcher.close()
 
@@ -228,4 +252,45 @@ async def test_sigusr2_upgrades_and_tells_every_client(daemon: Any) -> None:
     ev = await c.next_event("upgraded", timeout=20)
     assert ev["previous_version"] == __version__
     assert (await c.stats())["upgrades"] == 1
+    await c.close()
+
+
+async def test_the_watchdog_still_watches_after_an_upgrade(daemon: Any) -> None:
+    """Its pipe moved across execve: SIGKILL of the upgraded daemon still hangs up every session (even a
+    SIGHUP-ignoring loop) within 3 s."""
+    from vibest_pty import watchdog
+
+    c = await daemon.client()
+    s = await c.create(shell="/bin/sh", args=["-c", "trap '' HUP; while :; do sleep 0.2; done"])
+    await c.request("upgrade")
+    await asyncio.sleep(0.3)  # its sleep children have started
+    members = watchdog.members({s["pid"]: 0})
+    assert s["pid"] in members
+    await c.close()
+    daemon.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline and watchdog.members({s["pid"]: 0}):
+        await asyncio.sleep(0.05)
+    assert not watchdog.members({s["pid"]: 0}), daemon.log()
+
+
+async def test_cli_upgrade_prints_the_versions_and_the_pause(daemon: Any) -> None:
+    c = await daemon.client()
+    s = await c.create(shell="/bin/sh", args=["-c", "read x; exit $x"], attach=True)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vibest_pty.cli", "--socket", daemon.socket, "--no-start", "upgrade",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err
+    text = out.decode()
+    assert f"{__version__} -> {__version__}" in text and f"pid {daemon.pid}" in text and "ms" in text, text
+    ev = await c.next_event("upgraded")
+    assert ev["version"] == __version__
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vibest_pty.cli", "--socket", daemon.socket, "--no-start", "upgrade", "--command",
+        "/nonexistent/daemon", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 1 and b"not found" in err, (out, err)
+    await c.input(s["id"], "4\n")
+    assert (await c.next_event("exit", session=s["id"]))["code"] == 4
     await c.close()

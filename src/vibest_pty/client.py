@@ -76,7 +76,8 @@ __all__ = [
     "DisconnectEvent", "EmulatorStats", "ErrorEvent", "Event", "EventQueue", "ExitEvent", "Handler", "HelloInfo",
     "LastCommand", "ListPage", "OutputEvent", "PtyError", "QueueStats", "ReconnectEvent", "ResyncEvent", "RunResult",
     "SessionCreatedEvent", "SessionExitedEvent", "SessionInfo", "SessionRemovedEvent", "SessionState",
-    "ShutdownEvent", "Snapshot", "Stats", "TextResult", "UntrustedServer", "WaitResult", "check_peer", "connect",
+    "ShutdownEvent", "Snapshot", "Stats", "TextResult", "UntrustedServer", "UpgradedEvent", "WaitResult",
+    "check_peer", "connect",
     "wait_for_connection",
 ]
 
@@ -105,6 +106,14 @@ class DisconnectEvent(TypedDict):
     reason: str | None
 
 
+class UpgradedEvent(TypedDict):
+    """The daemon replaced its code in place (docs/upgrade.md): same pid, same instance, nothing lost."""
+
+    type: Literal["upgraded"]
+    version: str
+    previous_version: str
+
+
 class ReconnectEvent(TypedDict):
     type: Literal["reconnect"]
     attempts: int
@@ -112,7 +121,7 @@ class ReconnectEvent(TypedDict):
 
 
 Event = (OutputEvent | ExitEvent | ResyncEvent | BackpressureWarningEvent | ShutdownEvent | ErrorEvent
-         | CommandEvent | SessionCreatedEvent | SessionExitedEvent | SessionRemovedEvent
+         | CommandEvent | SessionCreatedEvent | SessionExitedEvent | SessionRemovedEvent | UpgradedEvent
          | CloseEvent | DisconnectEvent | ReconnectEvent)
 # Handlers and the queue see events as plain dicts (their `type` tells which TypedDict above applies).
 Handler = Callable[[dict[str, Any]], None]

@@ -18,7 +18,6 @@ from .pty import Child, spawn
 from .queries import parse_colors
 from .session import Counters, Session, SessionLimits, SessionSpec
 from .shapes import SessionInfo
-from .shell_integration import inject
 from .watchdog import Watchdog
 
 log = logging.getLogger("vibest_pty.manager")
@@ -83,6 +82,8 @@ class Manager:
         nonce = new_nonce()
         spawn_argv, env, injected, shell_name = argv, env, False, None
         if opts.shell_integration:
+            from .shell_integration import inject  # at the first such create: not on the daemon's start path
+
             sp = inject(argv, env, nonce)
             spawn_argv, env, injected, shell_name = sp.argv, sp.env, sp.injected, sp.shell
         try:

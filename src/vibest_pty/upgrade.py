@@ -30,7 +30,6 @@ import itertools
 import logging
 import os
 import pickle
-import shutil
 import socket
 import sys
 import time
@@ -90,12 +89,24 @@ def check_main(argv: list[str]) -> int | None:
                  "server", "session", "watchdog"):
         importlib.import_module(f"vibest_pty.{name}")
 
+    _compile_package()
     print(json.dumps({"version": __version__, "formats": sorted(READS_FORMATS)}))
     if n not in READS_FORMATS:
         print(f"vibest-pty {__version__} cannot read upgrade state format {n} (reads {sorted(READS_FORMATS)})",
               file=sys.stderr)
         return 3
     return 0
+
+
+def _compile_package() -> None:
+    """Write the package's bytecode now, in the pre-flight, while the old code still serves: the new
+    interpreter then loads .pyc files instead of compiling ~40 modules from source during the pause (with
+    PYTHONDONTWRITEBYTECODE set, as on this project's boxes, nothing would ever be cached: measured 212 -> 118 ms
+    of CPU to import the daemon). An unwritable installation is left as it is."""
+    import compileall
+
+    with contextlib.suppress(OSError):
+        compileall.compile_dir(os.path.dirname(os.path.abspath(__file__)), quiet=2)
 
 
 def default_command() -> list[str]:
@@ -110,6 +121,7 @@ class UpgradeFailed(Exception):
 async def preflight(argv: list[str]) -> tuple[str, dict[str, Any]]:
     """Run `argv --check-upgrade N`; the resolved program path and what it printed, or UpgradeFailed."""
     import json
+    import shutil  # here: the daemon's start (and an upgrade's pause) does not need it
 
     prog = argv[0]
     path = prog if "/" in prog else shutil.which(prog)
@@ -388,6 +400,7 @@ def take_state() -> dict[str, Any] | None:
     finally:
         os.close(fd)
     state: dict[str, Any] = pickle.loads(b"".join(chunks))
+    state["loaded"] = time.monotonic()  # the new interpreter is up and has imported the daemon's code
     if state.get("format") not in READS_FORMATS:
         raise RuntimeError(f"upgrade state format {state.get('format')} is not one this version reads")
     return state
@@ -438,5 +451,6 @@ async def restore(srv: Server, state: dict[str, Any]) -> None:
                 requester[1], version=__version__, previous_version=previous, pid=os.getpid(), pause_ms=pause_ms)))
         conn.send_control(event)
         conn.resume_after_restore()
-    log.info("upgraded in place %s -> %s (pid %d, %d sessions, %d connections, pause %.1f ms)",
-             previous, __version__, os.getpid(), len(sessions), len(conns), pause_ms)
+    log.info("upgraded in place %s -> %s (pid %d, %d sessions, %d connections, pause %.1f ms: the new code "
+             "started and imported in %.1f ms)", previous, __version__, os.getpid(), len(sessions), len(conns),
+             pause_ms, (state.get("loaded", state["t0"]) - state["t0"]) * 1000)

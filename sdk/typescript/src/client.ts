@@ -599,6 +599,12 @@ export class PtyDaemonClient extends TypedEmitter {
       case "shutdown":
         this.emit("shutdown", { reason: typeof msg.reason === "string" ? msg.reason : "" });
         break;
+      case "upgraded":
+        this.emit("upgraded", {
+          version: typeof msg.version === "string" ? msg.version : "",
+          previous_version: typeof msg.previous_version === "string" ? msg.previous_version : "",
+        });
+        break;
       case "command":
         this.emit("command", msg as unknown as CommandEvent);
         break;

@@ -49,6 +49,12 @@ export interface ShutdownEvent {
   reason: string;
 }
 
+/** The daemon replaced its code in place (docs/upgrade.md): same pid and instance, sessions and connection kept. */
+export interface UpgradedEvent {
+  version: string;
+  previous_version: string;
+}
+
 export interface CloseEvent {
   /** Why the client closed for good: close() was called, reconnecting gave up, or a protocol error. */
   reason: string;
@@ -122,6 +128,7 @@ export interface ClientEvents {
   backpressure_warning: BackpressureWarningEvent;
   resync: ResyncEvent;
   shutdown: ShutdownEvent;
+  upgraded: UpgradedEvent;
   /** Errors not tied to a pending request: failed fire-and-forget input, failed re-attach, protocol errors. */
   error: PtyDaemonError;
   close: CloseEvent;

@@ -25,6 +25,7 @@ export type {
   SessionExitedEvent,
   SessionRemovedEvent,
   ShutdownEvent,
+  UpgradedEvent,
 } from "./events.js";
 export {
   DEFAULT_MAX_FRAME,

@@ -25,6 +25,7 @@ from .commands import (
     cmd_signal,
     cmd_snapshot,
     cmd_stats,
+    cmd_upgrade,
     cmd_wait,
 )
 from .common import PROG, CliError, eprint, resolve, resolve_id
@@ -42,7 +43,7 @@ __all__ = [
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Any]] = {
     "ls": cmd_ls, "list": cmd_ls, "new": cmd_new, "attach": cmd_attach, "a": cmd_attach, "kill": cmd_kill,
     "signal": cmd_signal, "send": cmd_send, "snapshot": cmd_snapshot, "stats": cmd_stats, "prune": cmd_prune,
-    "run": cmd_run, "wait": cmd_wait,
+    "run": cmd_run, "wait": cmd_wait, "upgrade": cmd_upgrade,
 }
 
 

@@ -30,6 +30,8 @@ examples:
                                          exit with its status (bash/zsh/fish shell integration)
   vibest-pty wait 3 --text 'listening'   wait until the screen shows a regex (--prompt, --idle MS, --exit)
   vibest-pty daemon status               is the daemon running? (start, stop)
+  vibest-pty upgrade                     replace the daemon's code in place (sessions and clients stay);
+                                         --command ARGV... runs another installation's daemon instead
 
 A command that needs the daemon starts it in the background when none is running (`--no-start`: do not; the
 daemon's log is daemon.log next to the socket). The socket is --socket, else $RUST_PTY_SOCKET_PATH, else
@@ -189,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     prune = add("prune", "remove the records of exited sessions (running ones are left alone)")
     prune.add_argument("--json", action="store_true", help="print the removed ids as a JSON array")
+
+    up = add("upgrade", "replace the daemon's code in place (same pid; sessions and connections are kept)")
+    up.add_argument("--command", dest="upgrade_command", nargs=argparse.REMAINDER, default=None, metavar="ARGV",
+                    help="the new daemon's command line (e.g. /opt/app/v2/bin/python -m vibest_pty); default: "
+                         "the daemon's own interpreter with -m vibest_pty and its arguments")
 
     run = add("run", "type a command at a session's shell prompt, print its output, exit with its status")
     run.add_argument("session", metavar="ID|NAME")

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..client import Client, PtyError, RunResult, WaitResult
 from .common import by_ref, eprint
-from .format import escape_text, format_stats, format_table, snapshot_text
+from .format import escape, escape_text, format_stats, format_table, snapshot_text
 
 INPUT_CHUNK = 64 * 1024  # `send --stdin` splits its input into requests of this size
 
@@ -133,6 +133,20 @@ async def cmd_stats(client: Client, args: argparse.Namespace) -> int:
         print(json.dumps(st, indent=2, sort_keys=True))
     else:
         sys.stdout.write(format_stats(st))
+    return 0
+
+
+async def cmd_upgrade(client: Client, args: argparse.Namespace) -> int:
+    """The daemon's in-place upgrade (docs/upgrade.md): old -> new version and the pause its clients saw."""
+    fields: dict[str, Any] = {}
+    if args.upgrade_command is not None:
+        if not args.upgrade_command:
+            eprint("upgrade: --command needs the new daemon's command line")
+            return 2
+        fields["command"] = list(args.upgrade_command)
+    r = await client.request("upgrade", **fields)
+    print(f"upgraded the daemon in place: {escape(r.get('previous_version'))} -> {escape(r.get('version'))} "
+          f"(pid {escape(r.get('pid'))}, pause {float(r.get('pause_ms') or 0):.1f} ms)")
     return 0
 
 
