@@ -146,8 +146,9 @@ class Emulator:
     def snapshot(self, max_bytes: int = 1 << 62) -> ScreenState:
         """The state as VT bytes for a fresh terminal of the same size, plus the parsed facts (see snapshot.py).
 
-        Cost grows with the content and the history served (about 20-30 ms for 10k lines at 80 columns, more
-        with the alternate screen active, which clones the terminal); the live terminal is not modified. When
+        Cost grows with the content and the history served (about 20 ms for 10k lines at 80 columns, more with
+        the alternate screen active, which clones the terminal); the live terminal's state is not modified (a
+        render state may clear its dirty-row flags, which nothing here reads). When
         `data` would pass `max_bytes`, history is served from fewer rows (the oldest are dropped) until it fits;
         `scrollback_lines` says how many were served.
         """

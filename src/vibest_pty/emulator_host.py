@@ -65,7 +65,7 @@ class SessionTerminal:
     would take them (queries.agree)."""
 
     def __init__(self, cols: int, rows: int, scrollback_lines: int, respond: bool = False, colors: Any = None) -> None:
-        from .emulator import Emulator  # imported at the first session: pyghostty's cffi set-up takes ~0.3 s
+        from .emulator import Emulator  # not at the top: the daemon imports this module (colors_to_wire) too
 
         self.emu = Emulator(cols, rows, scrollback_lines)
         self.responder: Any = None

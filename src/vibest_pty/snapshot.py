@@ -106,7 +106,8 @@ def modes(t: vt.Term) -> dict[str, bool]:
 
 def snapshot(t: vt.Term, scrollback_lines: int, max_bytes: int = 1 << 62) -> ScreenState:
     """The state of `t` as VT bytes for a fresh terminal of the same size, plus the parsed facts, serving at most
-    `scrollback_lines` history rows; the terminal is not modified.
+    `scrollback_lines` history rows; the terminal's state is not modified (`bg_repair`'s render state may clear
+    its dirty-row flags, which nothing here reads).
 
     When `data` would pass `max_bytes`, history is served from fewer rows (the oldest are dropped) until it
     fits; `scrollback_lines` says how many were served.
