@@ -255,6 +255,27 @@ async def test_sigusr2_upgrades_and_tells_every_client(daemon: Any) -> None:
     await c.close()
 
 
+async def test_signals_during_an_upgrade_never_kill_the_daemon(daemon: Any) -> None:
+    """SIGUSR2's default action is to terminate: from execve until the new code has its handlers it is blocked
+    (and handled after), so a burst of them upgrades once or twice, never kills."""
+    c = await daemon.client()
+    s = await c.create(shell="/bin/sh", args=["-c", "read x; exit $x"], attach=True)
+    # One every 5 ms for 3 s: most land while an upgrade's pre-flight runs (ignored: one is in progress), some
+    # while the new code starts (held, then handled: another upgrade).
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline and daemon.proc.poll() is None:
+        os.kill(daemon.pid, signal.SIGUSR2)
+        await asyncio.sleep(0.005)
+    assert daemon.proc.poll() is None, daemon.log()
+    await c.next_event("upgraded", timeout=20)
+    await asyncio.sleep(1.0)  # a held one may start one more upgrade
+    assert daemon.proc.poll() is None, daemon.log()
+    assert (await c.stats())["upgrades"] >= 1
+    await c.input(s["id"], "6\n")
+    assert (await c.next_event("exit", session=s["id"], timeout=20))["code"] == 6
+    await c.close()
+
+
 async def test_the_watchdog_still_watches_after_an_upgrade(daemon: Any) -> None:
     """Its pipe moved across execve: SIGKILL of the upgraded daemon still hangs up every session (even a
     SIGHUP-ignoring loop) within 3 s."""

@@ -30,6 +30,7 @@ import itertools
 import logging
 import os
 import pickle
+import signal
 import socket
 import sys
 import time
@@ -53,6 +54,7 @@ FLUSH_S = 2.0  # writers and the snapshot/text jobs being made get this long bef
 POLL_S = 0.002  # how often the quiesce looks whether everything is drained
 STDERR_TAIL = 2000
 MAX_ARGS = 256
+HELD_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGUSR2})  # blocked from execve to restore()
 
 
 def parse_command(msg: dict[str, Any]) -> list[str] | None:
@@ -235,9 +237,13 @@ class Upgrader:
                     h.flush()
                 sys.stdout.flush()
                 sys.stderr.flush()
+                # Blocked across the exec (the mask is inherited): until the new code has its handlers, these
+                # would kill the daemon (their default action), and the watchdog would then hang up every session.
+                mask = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
                 try:
                     os.execve(path, argv, env)
                 except OSError as exc:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                     raise UpgradeFailed(f"execve {path}: {exc.strerror or exc}") from None
             finally:
                 for fd in moving - {mfd}:
@@ -441,6 +447,7 @@ async def restore(srv: Server, state: dict[str, Any]) -> None:
     for s in sessions:
         s.resume_restored()
     srv.signals()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)  # one that came meanwhile is handled now
     pause_ms = round((time.monotonic() - state["t0"]) * 1000, 3)
     srv.last_upgrade_pause_ms = pause_ms
     event = {"type": "upgraded", "version": __version__, "previous_version": previous}
