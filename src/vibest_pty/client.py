@@ -68,6 +68,7 @@ from .shapes import (
     Snapshot,
     Stats,
     TextResult,
+    UpgradedEvent,
     WaitResult,
 )
 
@@ -104,14 +105,6 @@ class DisconnectEvent(TypedDict):
 
     type: Literal["disconnect"]
     reason: str | None
-
-
-class UpgradedEvent(TypedDict):
-    """The daemon replaced its code in place (docs/upgrade.md): same pid, same instance, nothing lost."""
-
-    type: Literal["upgraded"]
-    version: str
-    previous_version: str
 
 
 class ReconnectEvent(TypedDict):

@@ -239,5 +239,13 @@ class SessionRemovedEvent(TypedDict):
     session: int
 
 
+class UpgradedEvent(TypedDict):
+    """The daemon replaced its code in place (docs/upgrade.md): same pid, same instance, nothing lost."""
+
+    type: Literal["upgraded"]
+    version: str
+    previous_version: str
+
+
 DaemonEvent = (OutputEvent | ExitEvent | ResyncEvent | BackpressureWarningEvent | ShutdownEvent | ErrorEvent
-               | CommandEvent | SessionCreatedEvent | SessionExitedEvent | SessionRemovedEvent)
+               | CommandEvent | SessionCreatedEvent | SessionExitedEvent | SessionRemovedEvent | UpgradedEvent)
