@@ -359,3 +359,20 @@ async def test_a_pending_wait_refuses_the_upgrade_and_is_still_answered(daemon: 
     assert (await other.request("upgrade"))["pid"] == daemon.pid  # once answered, it goes ahead
     await other.close()
     await c.close()
+
+
+async def test_a_requester_that_hangs_up_at_once_does_not_stop_the_upgrade(daemon: Any) -> None:
+    c = await daemon.client()
+    s = await c.create(shell="/bin/sh", args=["-c", "read x; exit $x"], attach=True)
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.connect(daemon.socket)
+    raw.sendall(protocol.encode({"type": "hello", "id": 1, "protocol": 1})
+                + protocol.encode({"type": "attach", "id": 2, "session": s["id"]})
+                + protocol.encode({"type": "upgrade", "id": 3}))
+    raw.close()
+    ev = await c.next_event("upgraded", timeout=20)
+    assert ev["version"] == __version__
+    await c.input(s["id"], "2\n")
+    assert (await c.next_event("exit", session=s["id"]))["code"] == 2
+    assert (await c.stats())["connections"] == 1
+    await c.close()
