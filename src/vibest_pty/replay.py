@@ -30,6 +30,13 @@ class ReplayWindow:
         if excess > 0:
             del self._buf[:excess]
 
+    def set_limit(self, max_bytes: int) -> None:
+        """Keep at most `max_bytes` from now on (the oldest bytes go first). Shrinking copies what is kept into a
+        new buffer: a bytearray trimmed at the front keeps its allocation, and freeing it is the point."""
+        self.max_bytes = max_bytes
+        if len(self._buf) > max_bytes:
+            self._buf = bytearray(self._buf[len(self._buf) - max_bytes :]) if max_bytes else bytearray()
+
     def since(self, offset: int) -> bytes | None:
         """Output from `offset` to the end, or None when `offset` is older than the window."""
         if offset > self.end:
