@@ -45,8 +45,11 @@ class ReplayWindow:
             return None
         return bytes(self._buf[offset - self.start :])
 
-    def restore(self, end: int, data: bytes) -> None:
-        """The state of another process's window (an in-place upgrade): `data` ends at offset `end`."""
+    def restore(self, end: int, data: bytes, max_bytes: int | None = None) -> None:
+        """The state of another process's window (an in-place upgrade): `data` ends at offset `end`; `max_bytes`
+        as it was there (shrunk while nobody was attached, see SessionLimits.replay_idle_s)."""
+        if max_bytes is not None:
+            self.max_bytes = max_bytes
         self._buf = bytearray(data[-self.max_bytes:] if self.max_bytes else b"")
         self.end = end
 

@@ -325,7 +325,7 @@ class Session:
             "created_at": self.created_at, "last_attached_at": self.last_attached_at, "fd": self._fd,
             "pidfd": self._pidfd, "queries": self.queries,
             "objects": pickle.dumps((self.colors, self._queries, self.sizing)), "agent": agent,
-            "replay": [self.replay.end, bytes(self.replay.window()[1])], "offset": self._offset,
+            "replay": [self.replay.end, self.replay.window()[1], self.replay.max_bytes], "offset": self._offset,
             "feed": self.feed.export(), "input": self.input.export(), "running": self.running,
             "exit_code": self.exit_code, "exit_signal": self.exit_signal, "reaped": self._reaped,
             "zombie": self._zombie, "eof": self._eof, "draining": self.running and bool(self._timers),
