@@ -21,13 +21,11 @@ command and `command` start/end events with stream offsets.
 
 from __future__ import annotations
 
-import hmac
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import unquote, urlsplit
 
 # A mark with a 16 KiB command line percent-encoded is at most ~48 KiB; 64 KiB leaves room and bounds memory.
 MAX_SEQUENCE = 64 * 1024
@@ -185,13 +183,19 @@ class Osc133Parser:
             if key == b"aid":
                 aid = value.decode("utf-8", "replace")
             elif key == b"cmdline_url":
+                from urllib.parse import unquote  # lazily: ~0.7 MB of RSS for a daemon that never sees OSC 7
+
                 command = unquote(value.decode("utf-8", "replace"), errors="replace")
-        if self.nonce is not None and (
-            aid is None or not hmac.compare_digest(aid.encode(), self.nonce.encode())
-        ):
+        if self.nonce is not None and not _same_nonce(aid, self.nonce):
             self.rejected += 1
             return None
         return Mark(kind, start, end, exit_code, command, aid)
+
+
+def _same_nonce(aid: str | None, nonce: str) -> bool:
+    import hmac  # lazily: hashlib/hmac add ~1.5 MB to an idle daemon's RSS
+
+    return aid is not None and hmac.compare_digest(aid.encode(), nonce.encode())
 
 
 _ANCHOR_LIMIT = 256
@@ -229,6 +233,8 @@ def _parse_osc7(body: bytes) -> str | None:
     text = body.decode("utf-8", "replace")
     if text.startswith("/"):
         return text
+    from urllib.parse import unquote, urlsplit
+
     try:
         url = urlsplit(text)
     except ValueError:

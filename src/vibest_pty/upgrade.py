@@ -29,7 +29,6 @@ import fcntl
 import itertools
 import logging
 import os
-import pickle
 import signal
 import socket
 import sys
@@ -218,6 +217,8 @@ class Upgrader:
             q.freeze_writers()
             state = q.serialise(conn, rid, t0)
             moving = q.moving_fds()
+            import pickle  # lazily, as everything only an upgrade needs (the idle daemon's RSS)
+
             data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
             mfd = os.memfd_create("vibest-pty-upgrade", 0)  # no MFD_CLOEXEC: it moves
             try:
@@ -413,6 +414,8 @@ def take_state() -> dict[str, Any] | None:
             size -= len(b)
     finally:
         os.close(fd)
+    import pickle
+
     state: dict[str, Any] = pickle.loads(b"".join(chunks))
     state["loaded"] = time.monotonic()  # the new interpreter is up and has imported the daemon's code
     if state.get("format") not in READS_FORMATS:
