@@ -7,8 +7,6 @@ import asyncio
 import time
 from typing import Any
 
-import pytest
-
 from vibest_pty.client import Client
 
 from .conftest import Daemon, RawPeer, check_slow_reader, collect_until_exit
@@ -121,27 +119,39 @@ async def test_flood_does_not_delay_replies_or_other_sessions_on_same_connection
     slow.close()
 
 
-@pytest.mark.parametrize("sessions", [3])
-async def test_stuck_client_does_not_slow_other_sessions(daemon_factory: Any, sessions: int) -> None:
+async def _echo_median(c: Client, sid: int, tag: str, keys: int = 20) -> float:
+    """Median round trip of `keys` lines echoed by `cat` in session `sid`."""
+    times = []
+    for i in range(keys):
+        t0 = time.monotonic()
+        await c.input(sid, f"{tag}{i}\n")
+        while True:
+            ev = await c.next_event("output")
+            if ev["session"] == sid and f"{tag}{i}".encode() in ev["data"]:
+                break
+        times.append(time.monotonic() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+async def test_stuck_client_does_not_slow_other_sessions(daemon_factory: Any) -> None:
+    """Echo in one session while another floods a client that never reads stays within a small factor of the same
+    echo measured just before the flood, on the same daemon: a ratio to a control from the same run, so machine
+    load moves both (a fixed budget in seconds had to be retuned for load). Without per-connection flow control
+    the echo would queue behind the stuck client's backlog and the ratio would grow without bound."""
     d: Daemon = daemon_factory(env=SMALL_QUEUE)
     c: Client = await d.client()
+    s = await c.create(shell="/bin/sh", args=["-c", "stty -echo; cat"], attach=True)
+    await asyncio.sleep(0.2)
+    control = await _echo_median(c, s["id"], "c")
     flood = await c.create(shell="/bin/sh", args=["-c", "yes"])
     stuck = d.raw(rcvbuf=4096)
     stuck.send({"type": "attach", "id": 1, "session": flood["id"]})
     await asyncio.sleep(0.3)
-    s = await c.create(shell="/bin/sh", args=["-c", "stty -echo; cat"], attach=True)
-    await asyncio.sleep(0.2)
-    times = []
-    for i in range(20):
-        t0 = time.monotonic()
-        await c.input(s["id"], f"k{i}\n")
-        while True:
-            ev = await c.next_event("output")
-            if ev["session"] == s["id"] and f"k{i}".encode() in ev["data"]:
-                break
-        times.append(time.monotonic() - t0)
-    times.sort()
-    assert times[len(times) // 2] < 0.1, times
+    loaded = await _echo_median(c, s["id"], "k")
+    # 10x the control plus 50 ms: the flood competes for the 2 cores (the `yes` process, the daemon's reads of
+    # it), which costs a few ms per echo; a stuck backlog would cost seconds.
+    assert loaded < 10 * control + 0.05, (loaded, control)
     await c.kill(flood["id"])
     await c.close()
     stuck.close()

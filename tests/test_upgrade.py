@@ -315,3 +315,64 @@ async def test_cli_upgrade_prints_the_versions_and_the_pause(daemon: Any) -> Non
     await c.input(s["id"], "4\n")
     assert (await c.next_event("exit", session=s["id"]))["code"] == 4
     await c.close()
+
+
+async def test_an_execve_that_fails_resumes_the_old_code(daemon: Any, tmpdir_short: str) -> None:
+    """The pre-flight passes, then execve fails (the script made itself non-executable): every flag is undone,
+    the old code serves on (same sessions, same connection, the listening socket), nothing leaked."""
+    script = Path(tmpdir_short) / "vanishing-daemon"
+    script.write_text(f'#!/bin/sh\nchmod -x "$0"\nexec {sys.executable} -m vibest_pty "$@"\n')
+    script.chmod(0o755)
+    c = await daemon.client()
+    s = await c.create(shell="/bin/sh", args=["-c", "read x; echo got-$x; read y; exit $y"], attach=True)
+    fds = _fds(daemon.pid)
+    with pytest.raises(PtyError) as err:
+        await c.request("upgrade", command=[str(script)])
+    assert err.value.code == "upgrade_failed" and "execve" in str(err.value), err.value
+    assert (await c.stats())["upgrades"] == 0
+    await c.input(s["id"], "1\n")
+    await _wait_for(c, s["id"], b"got-1")
+    c2 = await daemon.client()  # still accepting
+    assert c2.hello_info["pid"] == daemon.pid
+    await c2.close()
+    await asyncio.sleep(0.2)
+    assert _fds(daemon.pid) == fds
+    await c.input(s["id"], "9\n")
+    assert (await c.next_event("exit", session=s["id"]))["code"] == 9
+    r = await c.request("upgrade")  # and a later upgrade still works
+    assert r["pid"] == daemon.pid
+    await c.close()
+
+
+async def test_a_pending_wait_refuses_the_upgrade_and_is_still_answered(daemon: Any) -> None:
+    """A `wait` is a task of the old code: the upgrade is refused (nothing changed), the wait still answers."""
+    c = await daemon.client()
+    s = await c.create(shell="/bin/sh", args=["-c", "read x; exit 0"])
+    waiting = asyncio.create_task(c.request("wait", session=s["id"], **{"for": "exit"}))
+    await asyncio.sleep(0.3)
+    other = await daemon.client()
+    with pytest.raises(PtyError) as err:
+        await other.request("upgrade")
+    assert err.value.code == "upgrade_failed" and "wait" in str(err.value)
+    await c.input(s["id"], "\n")
+    await asyncio.wait_for(waiting, 10)
+    assert (await other.request("upgrade"))["pid"] == daemon.pid  # once answered, it goes ahead
+    await other.close()
+    await c.close()
+
+
+async def test_a_requester_that_hangs_up_at_once_does_not_stop_the_upgrade(daemon: Any) -> None:
+    c = await daemon.client()
+    s = await c.create(shell="/bin/sh", args=["-c", "read x; exit $x"], attach=True)
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.connect(daemon.socket)
+    raw.sendall(protocol.encode({"type": "hello", "id": 1, "protocol": 1})
+                + protocol.encode({"type": "attach", "id": 2, "session": s["id"]})
+                + protocol.encode({"type": "upgrade", "id": 3}))
+    raw.close()
+    ev = await c.next_event("upgraded", timeout=20)
+    assert ev["version"] == __version__
+    await c.input(s["id"], "2\n")
+    assert (await c.next_event("exit", session=s["id"]))["code"] == 2
+    assert (await c.stats())["connections"] == 1
+    await c.close()

@@ -274,7 +274,11 @@ class Daemon:
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         if wait:
-            self.wait_ready(timeout, since=t0)
+            try:
+                self.wait_ready(timeout, since=t0)
+            except BaseException:
+                self.stop()  # no process or log file left behind by a start that failed
+                raise
         return self
 
     def wait_ready(self, timeout: float = 20.0, *, since: float | None = None) -> None:

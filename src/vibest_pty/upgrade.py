@@ -354,6 +354,14 @@ class _Quiesced:
                     sub.mark_resync()
         self.server.worker.freeze()
 
+    def live(self) -> list[Connection]:
+        """The quiesced connections still open (a peer may have hung up during the flush)."""
+        from .flow import State
+
+        srv = self.server
+        return [c for c in self.conns if srv.connections.get(c.id) is c and c.transport is not None
+                and not c.transport.is_closing() and c.outbox.state is State.OPEN]
+
     def serialise(self, requester: Connection | None, rid: int | None, t0: float) -> dict[str, Any]:
         srv = self.server
         return {
@@ -362,16 +370,16 @@ class _Quiesced:
             "started_at": srv.started_at, "started": srv.started, "upgrades": srv.upgrades,
             "frames_out": srv.frames_out, "next_conn_id": next(srv._ids),
             "pool": srv.worker.export(), "manager": srv.manager.export(),
-            "connections": [c.export(self.ours) for c in self.conns if c.transport is not None],
+            "connections": [c.export(self.ours) for c in self.live()],
             "requester": None if requester is None or self.ours is None else [requester.id, rid],
         }
 
     def moving_fds(self) -> set[int]:
         srv = self.server
         fds = {self.listen_fd, srv._lock_fd, *srv.manager.moving_fds(), *srv.worker.moving_fds()}
-        for c in self.conns:
-            if c.transport is not None:
-                fds.add(c.transport.get_extra_info("socket").fileno())
+        for c in self.live():
+            assert c.transport is not None
+            fds.add(c.transport.get_extra_info("socket").fileno())
         fds.discard(-1)
         return fds
 
@@ -441,7 +449,14 @@ async def restore(srv: Server, state: dict[str, Any]) -> None:
             slots[conn.id] = slot
         sock = socket.socket(fileno=crec["fd"])
         sock.set_inheritable(False)
-        await loop.connect_accepted_socket(lambda conn=conn: conn, sock)  # type: ignore[misc]
+        try:
+            await loop.connect_accepted_socket(lambda conn=conn: conn, sock)  # type: ignore[misc]
+        except OSError as exc:  # one client's socket must not cost every session (the daemon would die)
+            log.warning("connection %d not restored: %s", conn.id, exc)
+            conn._unsubscribe_all()
+            srv.manager.hub.watchers.pop(conn.id, None)
+            sock.close()
+            continue
         conns.append(conn)
     await srv.listen_on(socket.socket(fileno=state["listen_fd"]))
     for s in sessions:

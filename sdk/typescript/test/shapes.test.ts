@@ -1,6 +1,6 @@
 /**
- * Reply shapes described once (tests/vectors/shapes.json, also checked by tests/test_shapes.py against the Python
- * client and a live daemon): the SDK's types have exactly those fields (a key list per type that the compiler
+ * Reply shapes described once (tests/vectors/shapes.json, also checked by tests/test_shapes.py against the
+ * TypedDicts the daemon and the Python client share, src/vibest_pty/shapes.py, and a live daemon): the SDK's types have exactly those fields (a key list per type that the compiler
  * checks against the type, compared here with the file), and a live daemon's replies conform to them.
  */
 import assert from "node:assert/strict";
