@@ -376,3 +376,16 @@ async def test_a_requester_that_hangs_up_at_once_does_not_stop_the_upgrade(daemo
     assert (await c.next_event("exit", session=s["id"]))["code"] == 2
     assert (await c.stats())["connections"] == 1
     await c.close()
+
+
+def test_the_daemons_start_path_imports_no_emulator_cli_web_or_shell_integration_code() -> None:
+    """What the new code imports is the upgrade's pause: the native emulator (cffi, pyghostty) lives in the
+    emulator processes, which keep running; the CLI, the web server and the shell-integration scripts are not
+    the daemon's to load at start."""
+    code = ("import sys, vibest_pty.server, uvloop; print(' '.join(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    banned = {"cffi", "pyghostty", "vibest_pty.emulator", "vibest_pty.vt", "vibest_pty.snapshot",
+              "vibest_pty.responder", "vibest_pty.web", "vibest_pty.cli", "vibest_pty.client",
+              "vibest_pty.shell_integration", "shutil"}
+    loaded = {m for m in out if m in banned or any(m.startswith(b + ".") for b in banned)}
+    assert not loaded, sorted(loaded)

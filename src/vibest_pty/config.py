@@ -103,6 +103,8 @@ class Config:
     max_frame: int = _setting(16 * 1024 * 1024, _positive_int)
     input_queue_bytes: int = _setting(8 * 1024 * 1024, _positive_int)
     replay_bytes: int = _setting(1024 * 1024, _non_negative_int)
+    replay_idle_s: int = _setting(600, _non_negative_int)  # unattached this long: keep replay_idle_bytes (0: never)
+    replay_idle_bytes: int = _setting(64 * 1024, _non_negative_int)
     max_exited: int = _setting(100, _non_negative_int)
     kill_grace_ms: int = _setting(2000, _non_negative_int)
     log_level: str = _setting("info", _level, "LEVEL")

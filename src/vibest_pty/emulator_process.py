@@ -12,6 +12,10 @@ imports no emulator code), the others on demand. A member that
 dies is restarted and each of its sessions is rebuilt from its replay window (Feed.rebuild), its subscribers then
 marked for resync, with a log line; the daemon never dies of it.
 
+An in-place upgrade (upgrade.py) keeps the members running with their terminals: the daemon's end of each
+socketpair moves across execve with what was not yet written or decoded (`_Member.export`), and the new code's
+pool adopts them (`EmulatorPool.restore`).
+
 Wire: frames of a 4-byte big-endian length and a msgpack array. Daemon -> member: [sid, [command, ...]] (see
 feed.py for the commands). Member -> daemon: [event, ...] (see emulator_host.py).
 

@@ -30,7 +30,8 @@ class Manager:
         self.limits = SessionLimits(
             scrollback_lines=config.scrollback_lines, replay_bytes=config.replay_bytes,
             input_queue_bytes=config.input_queue_bytes, kill_grace_s=config.kill_grace_ms / 1000,
-            max_frame=config.max_frame,
+            max_frame=config.max_frame, replay_idle_s=config.replay_idle_s,
+            replay_idle_bytes=config.replay_idle_bytes,
         )
         self.sessions: dict[int, Session] = {}
         self._exited: OrderedDict[int, None] = OrderedDict()  # exit order, oldest first

@@ -30,6 +30,13 @@ class ReplayWindow:
         if excess > 0:
             del self._buf[:excess]
 
+    def set_limit(self, max_bytes: int) -> None:
+        """Keep at most `max_bytes` from now on (the oldest bytes go first). Shrinking copies what is kept into a
+        new buffer: a bytearray trimmed at the front keeps its allocation, and freeing it is the point."""
+        self.max_bytes = max_bytes
+        if len(self._buf) > max_bytes:
+            self._buf = bytearray(self._buf[len(self._buf) - max_bytes :]) if max_bytes else bytearray()
+
     def since(self, offset: int) -> bytes | None:
         """Output from `offset` to the end, or None when `offset` is older than the window."""
         if offset > self.end:
@@ -38,8 +45,11 @@ class ReplayWindow:
             return None
         return bytes(self._buf[offset - self.start :])
 
-    def restore(self, end: int, data: bytes) -> None:
-        """The state of another process's window (an in-place upgrade): `data` ends at offset `end`."""
+    def restore(self, end: int, data: bytes, max_bytes: int | None = None) -> None:
+        """The state of another process's window (an in-place upgrade): `data` ends at offset `end`; `max_bytes`
+        as it was there (shrunk while nobody was attached, see SessionLimits.replay_idle_s)."""
+        if max_bytes is not None:
+            self.max_bytes = max_bytes
         self._buf = bytearray(data[-self.max_bytes:] if self.max_bytes else b"")
         self.end = end
 

@@ -59,6 +59,11 @@ class SessionLimits:
     input_queue_bytes: int = 8 * 1024 * 1024
     kill_grace_s: float = 2.0
     max_frame: int = 16 * 1024 * 1024  # a snapshot's data is trimmed (oldest history first) to fit a frame
+    # A session nobody has attached for replay_idle_s keeps only replay_idle_bytes of replay: 100 sessions left
+    # running in the background hold 100 MiB of replay at the default 1 MiB, ~6 MiB once idle. Attaching restores
+    # the full window (it refills as output comes); an `attach since` older than the kept bytes gets a snapshot.
+    replay_idle_s: float = 600.0  # 0: never shrink
+    replay_idle_bytes: int = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +153,8 @@ class Session:
         self._pidfd = -1
         self._timers: list[asyncio.TimerHandle] = []
         self._kill_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None  # shrinks the replay window (SessionLimits.replay_idle_s)
+        self._arm_idle()
         self._frozen = False  # an upgrade is quiescing: the PTY is not read (its output waits in the kernel)
         self._restored: dict[str, Any] | None = None  # the old code's export(), until resume_restored()
         if state is not None:
@@ -318,7 +325,7 @@ class Session:
             "created_at": self.created_at, "last_attached_at": self.last_attached_at, "fd": self._fd,
             "pidfd": self._pidfd, "queries": self.queries,
             "objects": pickle.dumps((self.colors, self._queries, self.sizing)), "agent": agent,
-            "replay": [self.replay.end, bytes(self.replay.window()[1])], "offset": self._offset,
+            "replay": [self.replay.end, self.replay.window()[1], self.replay.max_bytes], "offset": self._offset,
             "feed": self.feed.export(), "input": self.input.export(), "running": self.running,
             "exit_code": self.exit_code, "exit_signal": self.exit_signal, "reaped": self._reaped,
             "zombie": self._zombie, "eof": self._eof, "draining": self.running and bool(self._timers),
@@ -597,15 +604,39 @@ class Session:
         sub = Subscriber(self.id, sink, limits, self.request_snapshot)
         self.subscribers[conn_id] = sub
         self.last_attached_at = time.time()
+        self._disarm_idle()
+        self.replay.set_limit(self.limits.replay_bytes)
         if not self.running:
             sub.push_exit(protocol.encode(self._exit_event()))
         return sub
 
     def unsubscribe(self, conn_id: int) -> Subscriber | None:
-        return self.subscribers.pop(conn_id, None)
+        sub = self.subscribers.pop(conn_id, None)
+        self._arm_idle()
+        return sub
+
+    def _arm_idle(self) -> None:
+        """Start the idle clock when nobody is attached (one timer per detach, no periodic wake-up)."""
+        if self.subscribers or self._idle_timer is not None or self.limits.replay_idle_s <= 0:
+            return
+        self._idle_timer = self._loop.call_later(self.limits.replay_idle_s, self._shrink_replay)
+
+    def _disarm_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _shrink_replay(self) -> None:
+        self._idle_timer = None
+        if not self.subscribers and self.replay.max_bytes > self.limits.replay_idle_bytes:
+            kept = len(self.replay)
+            self.replay.set_limit(self.limits.replay_idle_bytes)
+            log.debug("session %d: unattached for %.0f s, replay window %d -> %d bytes", self.id,
+                      self.limits.replay_idle_s, kept, len(self.replay))
 
     def close(self) -> None:
         """Free what an exited session still holds (the emulator)."""
+        self._disarm_idle()
         for sub in list(self.subscribers.values()):
             sub.sink.forget(sub)
         self.subscribers.clear()
