@@ -129,7 +129,8 @@ async def test_quitting_fullscreen_after_reattach_shows_the_shell(client: Client
     await client.input(s["id"], "echo before-alt\r")
     await read_until(client, s["id"], b"before-alt\r\n")
     await client.input(s["id"], "printf '\\033[?1049h\\033[2J\\033[Hfullscreen'; read x; printf '\\033[?1049l'\r")
-    await read_until(client, s["id"], b"fullscreen")
+    # The output, not the echoed command line (which also says "fullscreen"): the alt screen is on by then.
+    await read_until(client, s["id"], b"\x1b[Hfullscreen")
     c2 = await daemon.client()
     r = await c2.attach(s["id"])
     assert r["snapshot"]["alt_screen"]

@@ -187,11 +187,12 @@ class Hub:
         self._send(msg, skip_attached_to=session.id)
 
 
-# -- text rendering (worker thread) ---------------------------------------------------------------------------
+# -- text rendering (in a thread of the daemon loop's default executor: on_worker) ------------------------------------------------------------------------
 
 
 def render(data: bytes, cols: int, rows: int) -> str:
-    """Raw output as the plain text a terminal of `cols` would show (worker thread: CPU in native code)."""
+    """Raw output as the plain text a terminal of `cols` would show (run by on_worker in an executor thread of the
+    daemon: CPU in native code, in a private Emulator of this process)."""
     from .emulator import Emulator
 
     if not data:

@@ -150,7 +150,8 @@ class Emulator:
         the alternate screen active, which clones the terminal); the live terminal's state is not modified (a
         render state may clear its dirty-row flags, which nothing here reads). When
         `data` would pass `max_bytes`, history is served from fewer rows (the oldest are dropped) until it fits;
-        `scrollback_lines` says how many were served.
+        `scrollback_lines` says how many were served. When the screen alone does not fit, the encoding is degraded
+        until it does, and `degraded` says how (see snapshot.snapshot).
         """
         return _snap.snapshot(self._live(), self.scrollback_lines, max_bytes)
 

@@ -214,6 +214,10 @@ class EmulatorHost:
                     value = None
                 elif op == "snapshot":
                     value = emu.snapshot_wire(cmd[2])
+                    if "degraded" in value:  # the emulator process's stderr is the daemon's log
+                        log.warning("session %d: the screen does not fit a %d-byte snapshot exactly: served %s "
+                                    "(%d bytes, %d history rows)", sid, cmd[2], value["degraded"],
+                                    len(value["data"]), value["scrollback_lines"])
                 elif op == "text":
                     value = emu.text(cmd[2])
                 else:

@@ -72,6 +72,7 @@ class Snapshot(TypedDict):
     title: str
     cwd: str | None
     scrollback_lines: int
+    degraded: NotRequired[str]  # "palette" | "plain" | "rows": the exact encoding did not fit (snapshot.py)
 
 
 class SubscriberStats(TypedDict):

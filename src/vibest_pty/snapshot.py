@@ -15,6 +15,9 @@ terminal of the same size, rebuilds the state:
 5. the unfinished escape sequence or UTF-8 character the stream stopped in, so that the bytes the daemon
    streams after the snapshot finish it.
 
+A snapshot fits its `max_bytes`: history is trimmed oldest-first, and when the screen alone is too big the content
+is encoded with less (`ScreenState.degraded`: "palette", "plain", "rows"; see `snapshot`).
+
 The cost follows the content: rows are formatted natively in a few calls per screen, and the one per-cell pass
 (`bg_repair`, for rows holding only erased coloured cells) reads a row's cells in one call and skips rows of
 default cells (tests/test_snapshot_cost.py counts the calls).
@@ -22,15 +25,20 @@ default cells (tests/test_snapshot_cost.py counts the calls).
 
 from __future__ import annotations
 
+import functools
 import re
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from . import vt
 
 # ---------------------------------------------------------------------------------------------------------
 # Public data
+
+
+Degrade = Literal["palette", "plain", "rows"]  # how a snapshot that did not fit was encoded (see `snapshot`)
+_STEPS: tuple[Degrade | None, ...] = (None, "palette", "plain")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +55,18 @@ class ScreenState:
     title: str = ""
     cwd: str | None = None
     scrollback_lines: int = 0
+    degraded: Degrade | None = None  # set when the exact encoding did not fit max_bytes (see `snapshot`)
 
     def to_wire(self) -> dict[str, Any]:
-        """The Snapshot map of the protocol, less `offset` (the session adds it)."""
-        return {
+        """The Snapshot map of the protocol, less `offset` (the session adds it); `degraded` only when set."""
+        out: dict[str, Any] = {
             "data": self.data, "cols": self.cols, "rows": self.rows, "cursor": list(self.cursor),
             "cursor_visible": self.cursor_visible, "alt_screen": self.alt_screen, "modes": self.modes,
             "title": self.title, "cwd": self.cwd, "scrollback_lines": self.scrollback_lines,
         }
+        if self.degraded is not None:
+            out["degraded"] = self.degraded
+        return out
 
 
 # Names of the modes reported in ScreenState.modes: (name, number, is_ansi). DEC private unless is_ansi.
@@ -110,15 +122,45 @@ def snapshot(t: vt.Term, scrollback_lines: int, max_bytes: int = 1 << 62) -> Scr
     its dirty-row flags, which nothing here reads).
 
     When `data` would pass `max_bytes`, history is served from fewer rows (the oldest are dropped) until it
-    fits; `scrollback_lines` says how many were served.
+    fits; `scrollback_lines` says how many were served. When the screen alone does not fit (a dense truecolor
+    1000x1000 screen is ~21.6 MiB with fg colours only, ~38 MiB with fg and bg, against a 16 MiB frame), the
+    content is encoded with less in steps, each with history trimmed the same way, and `degraded` says which:
+    "palette" (truecolour quantised to the 256-colour palette, one SGR per style change), "plain" (text only:
+    no colours, attributes, hyperlinks or soft-wrap marks; cursor, pen, modes and margins kept), "rows" (plain,
+    without history, and only the bottom rows of the screen that fit).
     """
+    for degrade in _STEPS:
+        if degrade == "palette" and _palette_estimate(t) > max_bytes:
+            continue  # quantising a dense 1000x1000 screen takes 1.5-5 s here: not spent on one that cannot fit
+        if (st := _fit_history(t, scrollback_lines, max_bytes, degrade)) is not None:
+            return st
+    return _bottom_rows(t, max_bytes)
+
+
+_SAMPLE_ROWS = 32
+
+
+def _palette_estimate(t: vt.Term) -> int:
+    """The active screen's size in the "palette" encoding, from _SAMPLE_ROWS rows spread over it (1000x1000,
+    tests/test_snapshot_fit.py: a scrambled truecolour bg: 18.0 MiB, so skipped; a lolcat-like fg gradient: 2.2)."""
+    cols, rows = vt.size(t)
+    sample = sorted({y * rows // _SAMPLE_ROWS for y in range(_SAMPLE_ROWS)})
+    size = sum(len(vt.format_vt(t, vt.selection(t, 0, y, cols - 1, y, active=True), _PaletteSgr())) for y in sample)
+    return size * rows // len(sample)
+
+
+def _fit_history(t: vt.Term, scrollback_lines: int, max_bytes: int, degrade: Degrade | None) -> ScreenState | None:
+    """The snapshot with as much of `scrollback_lines` history as fits in `max_bytes`; None when the screen alone
+    does not fit."""
     rows = vt.size(t)[1]
     cap = scrollback_lines  # not clamped to the live history: under the alt screen it is the primary's that counts
     while True:
-        try:  # formatting stops at max_bytes while history is served: an oversized attempt costs no more than that
-            st = _snapshot(t, cap, max_bytes if cap > 0 else None)
+        try:  # formatting stops at max_bytes: an oversized attempt costs no more than that
+            st = _snapshot(t, cap, max_bytes, degrade)
             break
         except vt.TooLarge as e:
+            if cap == 0:
+                return None
             # `e.rows` rows (history first, then the screen's) fitted: keep 90% of them, less the screen's rows.
             cap = max(0, min(cap - 1, int(e.rows * 0.9) - rows))
     while len(st.data) > max_bytes and st.scrollback_lines > 0:
@@ -126,13 +168,37 @@ def snapshot(t: vt.Term, scrollback_lines: int, max_bytes: int = 1 << 62) -> Scr
         keep = int(st.scrollback_lines * max_bytes / len(st.data) * 0.9)
         cap = max(0, min(keep, st.scrollback_lines - 1))
         del st  # before the next attempt: two such blocks at once would double the peak
-        st = _snapshot(t, cap)
-    return st
+        try:
+            st = _snapshot(t, cap, max_bytes, degrade)
+        except vt.TooLarge:
+            return None
+    return st if len(st.data) <= max_bytes else None
 
 
-def _snapshot(t: vt.Term, history_cap: int, limit: int | None = None) -> ScreenState:
+def _bottom_rows(t: vt.Term, max_bytes: int) -> ScreenState:
+    """The last resort: plain text of only the bottom screen rows that fit, no history. A snapshot without the
+    content rows measures the rest (colours, title, modes, the unfinished sequence up to 1 MiB); each row costs
+    its plain text and CR LF. At least the bottom row is served, even when that does not fit."""
+    rows = vt.size(t)[1]
+    sizes = [len(line) + 2 for line in _View(t).plain_rows()]
+    budget = max_bytes - len(_snapshot(t, 0, None, "rows", skip=rows - 1).data)  # with the bottom row
+    skip = rows - 1
+    while skip > 0 and sizes[skip - 1] <= budget:
+        budget -= sizes[skip - 1]
+        skip -= 1
+    while True:
+        st = _snapshot(t, 0, None, "rows", skip=skip)
+        if len(st.data) <= max_bytes or skip >= rows - 1:
+            return st
+        skip += 1  # pragma: no cover - the sizes above are the rows' bytes; this is a guard against a miscount
+
+
+def _snapshot(
+    t: vt.Term, history_cap: int, limit: int | None = None, degrade: Degrade | None = None, skip: int = 0
+) -> ScreenState:
     """One attempt at serving `history_cap` history rows; the content formatting raises vt.TooLarge (with `rows`
-    set) past `limit` bytes."""
+    set) past `limit` bytes. `degrade` as in `snapshot`; with "rows", the top `skip` rows of the screen are left
+    blank (and the primary screen under an alternate one is left out)."""
     live = _View(t)
     mode_map = modes(t)
     title_b = vt.title(t)
@@ -150,13 +216,16 @@ def _snapshot(t: vt.Term, history_cap: int, limit: int | None = None) -> ScreenS
         out.append(b"\x1b[?2027h")
     if live.alt:
         alt_mode = next((n for n in _ALT_MODES if vt.mode(t, n, False)), 1049)
-        served, pen_reset = _primary_under_alt(t, out, alt_mode, history_cap, limit)
+        served, pen_reset = _primary_under_alt(t, out, alt_mode, history_cap, limit, degrade)
         out.append(f"\x1b[?{alt_mode}h\x1b[H".encode() + pen_reset)
-        out += live.content(0, pad=False)
+        # Limited only without history: past it, history is trimmed by the excess (in `_fit_history`), not dropped.
+        alt_limit = None if limit is None or history_cap else limit - sum(map(len, out))
+        out += live.content(0, pad=False, limit=alt_limit, degrade=degrade, skip=skip)
     else:
         served = min(live.history, history_cap)
-        out += live.content(served, pad=True, limit=limit)
-    out.append(live.bg_repair())
+        out += live.content(served, pad=True, limit=limit, degrade=degrade, skip=skip)
+    if degrade not in ("plain", "rows"):
+        out.append(live.bg_repair())
 
     # Terminal-level state: tab stops, margins, modes, then the cursor and the pen.
     out.append(live.extras(before=True, tabstops=True))
@@ -191,11 +260,17 @@ def _snapshot(t: vt.Term, history_cap: int, limit: int | None = None) -> ScreenS
         title=title_text(title_b),
         cwd=pwd_path(pwd_b),
         scrollback_lines=served,
+        degraded=degrade,
     )
 
 
 def _primary_under_alt(
-    t: vt.Term, out: list[bytes], alt_mode: int, history_cap: int, limit: int | None = None
+    t: vt.Term,
+    out: list[bytes],
+    alt_mode: int,
+    history_cap: int,
+    limit: int | None = None,
+    degrade: Degrade | None = None,
 ) -> tuple[int, bytes]:
     """Append the primary screen (history, rows, cursor, pen) as it will be when the alt screen is left.
 
@@ -206,9 +281,12 @@ def _primary_under_alt(
         # application would, so that 1049 restores the saved cursor.
         vt.write(clone, f"\x18\x1b[?{alt_mode}l".encode())
         v = _View(clone)
-        served = min(v.history, history_cap)
-        out += v.content(served, pad=True, limit=limit)
-        out.append(v.bg_repair())
+        served = 0
+        if degrade != "rows":
+            served = min(v.history, history_cap)
+            out += v.content(served, pad=True, limit=limit, degrade=degrade)
+        if degrade not in ("plain", "rows"):
+            out.append(v.bg_repair())
         out.append(v.cursor_tail())
         return served, v.pen_reset()
     finally:
@@ -268,34 +346,61 @@ class _View:
             raise vt.EmulatorError(f"plain formatting gave {len(lines)} lines for {n} rows")
         return [not line for line in lines] + [True] * (n - len(lines))
 
-    def content(self, history_rows: int, pad: bool, limit: int | None = None) -> list[bytes]:
-        """The last `history_rows` history rows and the active area, in parts to be joined; `pad` adds the
-        trailing blank rows. Past `limit` bytes: vt.TooLarge, its `rows` set to the rows that fitted."""
-        start = self.history - history_rows
+    def content(
+        self,
+        history_rows: int,
+        pad: bool,
+        limit: int | None = None,
+        degrade: Degrade | None = None,
+        skip: int = 0,
+    ) -> list[bytes]:
+        """The last `history_rows` history rows and the active area but its top `skip` rows, in parts to be joined;
+        `pad` adds the trailing blank rows; `degrade` as in `snapshot`. Past `limit` bytes: vt.TooLarge, its `rows`
+        set to the rows that fitted."""
+        start = self.history - history_rows + skip
         last = self.total - 1
         blank = self.blank_rows(start, last)
         while last > start and blank[last - start]:
             last -= 1
-        # The formatter joins a row marked "continues a soft wrap" onto the row above even when that row is not
-        # wrapped (scroll regions leave rows so), misplacing a cell: format such rows as separate lines.
-        out: list[bytes] = []
-        size = 0
-        first = start
-        for end in [*vt.orphan_continuations(self.t, start + 1, last), last + 1]:
-            sel = vt.selection(self.t, 0, first, self.cols - 1, end - 1)
+        out: list[bytes] = [f"\x1b[{skip + 1}H".encode()] if skip else []
+        if degrade in ("plain", "rows"):
+            # One line a row (no unwrap: soft wraps become hard ones), so lines are rows and nothing is misplaced;
+            # plain text drops only the trailing blank rows, which `last` leaves out already.
+            sel = vt.selection(self.t, 0, start, self.cols - 1, last)
             try:
-                piece = vt.format_vt(self.t, sel, unwrap=True, limit=None if limit is None else limit - size)
+                out.append(vt.format_plain(self.t, sel, trim=True, limit=limit, rewrite=_CrLf()))
             except vt.TooLarge as e:
-                e.rows = first - start + vt.rows_of_lines(self.t, first, e.lines)
+                e.rows = e.lines
                 raise
-            if out:
-                out.append(b"\r\n")
-            out.append(piece)
-            size += len(piece) + 2
-            first = end
+        else:
+            # The formatter joins a row marked "continues a soft wrap" onto the row above even when that row is
+            # not wrapped (scroll regions leave rows so), misplacing a cell: format such rows as separate lines.
+            size = 0
+            first = start
+            for end in [*vt.orphan_continuations(self.t, start + 1, last), last + 1]:
+                sel = vt.selection(self.t, 0, first, self.cols - 1, end - 1)
+                try:
+                    piece = vt.format_vt(
+                        self.t, sel, _PaletteSgr() if degrade == "palette" else None,
+                        unwrap=True, limit=None if limit is None else limit - size,
+                    )
+                except vt.TooLarge as e:
+                    e.rows = first - start + vt.rows_of_lines(self.t, first, e.lines)
+                    raise
+                if size:
+                    out.append(b"\r\n")
+                out.append(piece)
+                size += len(piece) + 2
+                first = end
         if pad:
             out.append(b"\r\n" * (self.total - 1 - last))
         return out
+
+    def plain_rows(self) -> list[bytes]:
+        """The active rows as plain text, one per row (trailing blanks cut)."""
+        sel = vt.selection(self.t, 0, self.history, self.cols - 1, self.total - 1)
+        lines = vt.format_plain(self.t, sel, trim=True).split(b"\n")
+        return lines + [b""] * (self.rows - len(lines))
 
     def bg_repair(self) -> bytes:
         """Repaint active rows that hold only background-coloured erased cells (EL/ED/ECH under a coloured
@@ -348,6 +453,108 @@ class _View:
                 out += b"\x1b" + m.group(1) + b"B"
             out += b"\x0f"
         return bytes(out)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Degraded encodings (vt.Rewriter: the formatter's output streams through in chunks cut anywhere)
+
+
+class _CrLf:
+    """Plain text's LF as CR LF, so that each line starts at the left margin of the receiving terminal."""
+
+    def feed(self, chunk: bytes) -> bytes:
+        return chunk.replace(b"\n", b"\r\n")
+
+    def end(self) -> bytes:
+        return b""
+
+
+_SGR_RUN = re.compile(rb"(?:\x1b\[[0-9;:]*m)+")
+_ESC_OPEN = re.compile(rb"\x1b(?:\[[0-9;:]*)?")  # a sequence the chunk cut
+_SGR_PARAMS = re.compile(rb"\x1b\[([0-9;:]*)m")
+_CUBE = (0, 95, 135, 175, 215, 255)  # the xterm 6x6x6 colour cube's levels (palette entries 16..231)
+
+
+_LEVEL = bytes(0 if v < 48 else 1 if v < 115 else (v - 35) // 40 for v in range(256))  # nearest _CUBE index
+
+
+def palette_index(r: int, g: int, b: int) -> int:
+    """The xterm-256 entry (16..255: the colour cube or the grey ramp) nearest to r,g,b. The default palette's
+    values: entries a program changed with OSC 4 are restored with the snapshot and used as they are."""
+    ri, gi, bi = _LEVEL[r], _LEVEL[g], _LEVEL[b]
+    cr, cg, cb = _CUBE[ri], _CUBE[gi], _CUBE[bi]
+    k = ((r + g + b) // 3 - 3) // 10
+    k = 0 if k < 0 else 23 if k > 23 else k
+    grey = 8 + 10 * k
+    d_cube = (r - cr) ** 2 + (g - cg) ** 2 + (b - cb) ** 2
+    d_grey = (r - grey) ** 2 + (g - grey) ** 2 + (b - grey) ** 2
+    return 232 + k if d_grey < d_cube else 16 + 36 * ri + 6 * gi + bi
+
+
+@functools.lru_cache(maxsize=4096)  # runs repeat in gradients (lolcat): ~1 us a hit against ~5 to quantise
+def _quantised_run(run: bytes) -> tuple[bool, bytes]:
+    """A run of SGR sequences as one, truecolour as `38/48/58;5;n` (the formatter writes `;`); whether it is a
+    whole style (starts with a reset)."""
+    seqs = _SGR_PARAMS.findall(run)
+    params: list[bytes] = []
+    for seq in seqs:
+        if seq in (b"", b"0"):
+            params = [b"0"]
+            continue
+        p = seq.split(b";")
+        i = 0
+        while i < len(p):
+            if p[i] in (b"38", b"48", b"58") and i + 4 < len(p) and p[i + 1] == b"2":
+                try:
+                    n = palette_index(*(min(255, int(v or 0)) for v in p[i + 2 : i + 5]))
+                except ValueError:  # pragma: no cover - the formatter writes decimal components
+                    n = 0
+                params += (p[i], b"5", b"%d" % n)
+                i += 5
+            elif p[i] in (b"38", b"48", b"58") and i + 2 < len(p) and p[i + 1] == b"5":
+                params += p[i : i + 3]
+                i += 3
+            else:
+                params.append(p[i])
+                i += 1
+    return seqs[0] in (b"", b"0"), b"\x1b[" + b";".join(params) + b"m"
+
+
+class _PaletteSgr:
+    """Truecolour as the 256-colour palette, and each run of SGR sequences as one: the formatter writes a full
+    style per styled cell (`ESC[0m ESC[38;2;r;g;bm ESC[48;2;r;g;bm`, ~40 bytes); this makes it
+    `ESC[0;38;5;n;48;5;nm` (~20), and nothing when the run starting with a reset repeats the last one (the pen
+    is the same: text, CR LF and other sequences between do not change it)."""
+
+    def __init__(self) -> None:
+        self.tail = b""
+        self.last: bytes | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self.tail + chunk
+        end = len(data)  # keep the run of SGRs the chunk ends in: it may go on in the next chunk
+        while (i := data.rfind(b"\x1b", 0, end)) >= 0 and (
+            _SGR_PARAMS.fullmatch(data, i, end) or (end == len(data) and _ESC_OPEN.fullmatch(data, i, end))
+        ):
+            end = i
+        self.tail = data[end:]
+        return _SGR_RUN.sub(self._run, data[:end])
+
+    def end(self) -> bytes:
+        data, self.tail = self.tail, b""
+        out = _SGR_RUN.sub(self._run, data)
+        self.last = None
+        return out
+
+    def _run(self, m: re.Match[bytes]) -> bytes:
+        whole, seq = _quantised_run(m.group(0))
+        if not whole:  # applies on top of the pen, which stays unknown
+            self.last = None
+            return seq
+        if seq == self.last:
+            return b""
+        self.last = seq
+        return seq
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from pyghostty._ffi import ffi as _ffi
 from pyghostty._ffi import lib as _lib
@@ -464,23 +464,53 @@ class TooLarge(EmulatorError):
         self.rows = 0  # the screen rows those lines take, when the caller knows where they started
 
 
+class Rewriter(Protocol):
+    """Rewrites the formatter's output as it streams (chunks are cut anywhere, so it keeps what it cannot finish
+    yet); `end` returns what is left. Newlines must stay one for one (TooLarge counts them)."""
+
+    def feed(self, chunk: bytes) -> bytes: ...
+    def end(self) -> bytes: ...
+
+
 def format_vt(
-    t: Term, sel: Selection, *, unwrap: bool = False, limit: int | None = None, **extras: bool
+    t: Term,
+    sel: Selection,
+    rewrite: Rewriter | None = None,
+    /,
+    *,
+    unwrap: bool = False,
+    limit: int | None = None,
+    **extras: bool,
 ) -> bytes:
     """VT-format `sel` of the current screen with the named extras on: GhosttyFormatterTerminalExtra fields, and
-    `screen_<name>` for GhosttyFormatterScreenExtra fields. Past `limit` bytes the formatter is stopped and
-    TooLarge raised (so an over-long snapshot costs at most `limit`, not its whole size)."""
-    return _format(t, sel, _lib.GHOSTTY_FORMATTER_FORMAT_VT, unwrap, False, extras, limit)
+    `screen_<name>` for GhosttyFormatterScreenExtra fields. Past `limit` bytes (after `rewrite`) the formatter is
+    stopped and TooLarge raised (so an over-long snapshot costs at most `limit`, not its whole size)."""
+    return _format(t, sel, _lib.GHOSTTY_FORMATTER_FORMAT_VT, unwrap, False, extras, limit, rewrite)
 
 
-def format_plain(t: Term, sel: Selection, *, unwrap: bool = False, trim: bool = False) -> bytes:
+def format_plain(
+    t: Term,
+    sel: Selection,
+    *,
+    unwrap: bool = False,
+    trim: bool = False,
+    limit: int | None = None,
+    rewrite: Rewriter | None = None,
+) -> bytes:
     """`sel` as plain text, rows one per line (soft-wrapped ones joined with `unwrap`; trailing blanks cut with
-    `trim`)."""
-    return _format(t, sel, _lib.GHOSTTY_FORMATTER_FORMAT_PLAIN, unwrap, trim, {})
+    `trim`); `limit` and `rewrite` as in format_vt."""
+    return _format(t, sel, _lib.GHOSTTY_FORMATTER_FORMAT_PLAIN, unwrap, trim, {}, limit, rewrite)
 
 
 def _format(
-    t: Term, sel: Selection, emit: int, unwrap: bool, trim: bool, extras: dict[str, bool], limit: int | None = None
+    t: Term,
+    sel: Selection,
+    emit: int,
+    unwrap: bool,
+    trim: bool,
+    extras: dict[str, bool],
+    limit: int | None = None,
+    rewrite: Rewriter | None = None,
 ) -> bytes:
     """Run the formatter through a writer callback into one bytearray: the library hands over 4 KiB at a time,
     so a big screen is held once on our side, never also in a C buffer growing by doubling (format_alloc: ~3x the
@@ -498,12 +528,14 @@ def _format(
     fmt = _ffi.new("GhosttyFormatter*")
     check(_lib.ghostty_formatter_terminal_new(_ffi.NULL, fmt, t, opts[0]), "formatter_terminal_new")
     try:
-        sink = _Sink(limit)
+        sink = _Sink(limit, rewrite)
         writer = _ffi.new("GhosttyWriter*")
         writer.write = _writer_callback()
         handle = _ffi.new_handle(sink)  # kept in a local: the struct field alone does not keep it alive
         writer.userdata = handle
         res = _lib.ghostty_formatter_format(fmt[0], writer[0])
+        if rewrite is not None and not sink.over:
+            sink.put(rewrite.end())
         if sink.over:
             raise TooLarge(sink.out.count(b"\n"))
         check(res, "formatter_format")
@@ -513,12 +545,24 @@ def _format(
 
 
 class _Sink:
-    __slots__ = ("limit", "out", "over")
+    __slots__ = ("limit", "out", "over", "rewrite")
 
-    def __init__(self, limit: int | None) -> None:
+    def __init__(self, limit: int | None, rewrite: Rewriter | None = None) -> None:
         self.out = bytearray()
         self.limit = (1 << 62) if limit is None else limit
         self.over = False
+        self.rewrite = rewrite
+
+    def add(self, data: Any) -> bool:
+        """Append `data` (rewritten first if the sink has a rewriter); False (and `over` set) past the limit."""
+        return self.put(data if self.rewrite is None else self.rewrite.feed(bytes(data)))
+
+    def put(self, data: Any) -> bool:
+        if len(self.out) + len(data) > self.limit:
+            self.over = True
+            return False
+        self.out.extend(data)
+        return True
 
 
 _writer_cb: Any = None
@@ -531,11 +575,7 @@ def _writer_callback() -> Any:
 
         def write(userdata: Any, data: Any, n: int) -> bool:
             sink: _Sink = _ffi.from_handle(userdata)
-            if len(sink.out) + n > sink.limit:
-                sink.over = True
-                return False
-            sink.out.extend(_ffi.buffer(data, n))
-            return True
+            return sink.add(_ffi.buffer(data, n))
 
         _writer_cb = _ffi.callback("bool(void*, const uint8_t*, size_t)", write)
     return _writer_cb

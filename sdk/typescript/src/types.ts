@@ -83,6 +83,11 @@ export interface Snapshot {
   title: string;
   cwd: string | null;
   scrollback_lines: number;
+  /**
+   * Present when the exact encoding did not fit the frame limit: "palette" (truecolour as 256 colours), "plain"
+   * (text only, no colours or attributes), "rows" (plain, only the bottom rows of the screen, no scrollback).
+   */
+  degraded?: "palette" | "plain" | "rows";
 }
 
 export interface HelloInfo {

@@ -33,7 +33,7 @@ const TYPE_KEYS: Record<string, Record<string, true>> = {
   } satisfies Exact<LastCommand>,
   Snapshot: {
     data: true, offset: true, cols: true, rows: true, cursor: true, cursor_visible: true, alt_screen: true,
-    modes: true, title: true, cwd: true, scrollback_lines: true,
+    modes: true, title: true, cwd: true, scrollback_lines: true, degraded: true,
   } satisfies Exact<Snapshot>,
   QueueStats: {
     session: true, connection: true, events: true, bytes: true, level: true, discarded: true, resyncs: true,
