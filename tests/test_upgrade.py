@@ -121,7 +121,17 @@ async def test_upgrade_keeps_sessions_screens_and_connections(daemon_factory: An
     await c.kill(stubborn["id"])  # HUP ignored: SIGKILL due in 6 s, across the upgrade
     c.send({"type": "input", "session": paste["id"], "data": b"p" * (1 << 20)})  # waits in the input queue
     stuck = _raw_client(d.socket, flood["id"])
-    await asyncio.sleep(0.5)
+    # Upgrade only once the non-reader's subscription really queues output (the kernel's socket buffers, ~200 KiB,
+    # and the transport's 64 KiB are full): what fits in those moves as raw bytes and needs no resync, so an
+    # upgrade that came earlier made the test depend on how far the flood had got on a loaded machine.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        queued = [q["bytes"] for q in (await c.stats())["queues"] if q["session"] == flood["id"]]
+        if queued and max(queued) > 128 * 1024:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"the non-reading client never queued output: {queued}")
     before = {s["id"]: s for s in await c.list()}
     snaps = {sid: await c.snapshot(sid) for sid in (vim["id"], shell["id"], exited["id"])}
     fds_before = _fds(d.pid)
