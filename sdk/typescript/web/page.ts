@@ -264,8 +264,10 @@ client.on("error", (err) => {
 // -- typing, paste, resize --------------------------------------------------------------------------------------
 
 // onData carries typed keys and pasted text (xterm.js adds bracketed-paste markers when the program asked for them).
+// Keys go to the session in every mode: while the page catches up after a flood (draining, re-attaching, painting)
+// is exactly when the user presses Ctrl-C; the daemon takes input whatever this page's screen is doing.
 term.onData((data) => {
-  if (current !== null && (mode === "live" || mode === "draining")) client.sendInput(current, data);
+  if (current !== null) client.sendInput(current, data);
 });
 term.onBinary((data) => {
   if (current === null) return;
