@@ -199,8 +199,15 @@ class RawPeer:
         got = bytearray()
         while needle not in got:
             m = self.next_message()
-            if m.get("type") == "output" and m.get("session") == session:
+            if m.get("session") != session:
+                continue
+            if m.get("type") == "output":
                 got += m["data"]
+            elif m.get("type") == "resync":
+                # This reader fell behind and the daemon dropped its backlog: the snapshot stands for what was
+                # dropped (a bench filling sessions with 100,000 lines hung here for 600 s waiting for output
+                # that had gone into a resync).
+                got = bytearray(m["snapshot"]["data"])
         return bytes(got)
 
     async def afill(self, timeout: float = 60.0, size: int = RECV_SIZE) -> int:
